@@ -1,0 +1,26 @@
+"""ratekeeper: a governed model registry and rating engine for insurance pricing."""
+
+from ratekeeper.engine.scorer import Scorer
+from ratekeeper.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    Problem,
+    RatekeeperError,
+    UnsupportedModelError,
+)
+from ratekeeper.packaging.signature import Signature, ValidationPolicy
+from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, StageTransition
+from ratekeeper.registry.registry import Registry, load_model
+from ratekeeper.settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConflictError", "IntegrityError", "InvalidInputError", "ModelVersion", "NotFoundError",
+    "PermissionDeniedError", "Problem", "RatekeeperError", "RegisteredModel", "Registry", "Scorer",
+    "Settings", "Signature", "Stage", "StageTransition", "UnsupportedModelError",
+    "ValidationPolicy", "load_model", "__version__",
+]

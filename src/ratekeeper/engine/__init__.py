@@ -1,0 +1,1 @@
+"""The rating engine: scorers and (later) deployments, routing and the quote ledger."""

@@ -1,0 +1,73 @@
+"""The scorer: the one framework-free core that prices policies.
+
+The quote endpoint, batch scoring and Spark all price through a ``Scorer``: the signature check
+first, then the flavor's rate per unit of exposure, multiplied by the exposure when the
+signature declares one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ratekeeper.errors import InvalidInputError
+from ratekeeper.packaging.frames import to_columns
+from ratekeeper.packaging.package import Package
+from ratekeeper.packaging.signature import Signature, ValidationReport
+from ratekeeper.registry.entities import ModelVersion
+
+
+class Scorer:
+    def __init__(self, model_version: ModelVersion, package: Package) -> None:
+        self.model_version = model_version
+        self.package = package
+        self.signature: Signature = package.signature
+        # Frames often carry claims and other columns: predict() ignores columns it does not know.
+        self._frame_signature = replace(
+            self.signature, policy=replace(self.signature.policy, unknown_field="ignore")
+        )
+        self._predictor = package.predictor
+        exposure = self.signature.exposure
+        self._exposure = exposure.name if exposure is not None else None
+
+    def __repr__(self) -> str:
+        return f"<Scorer {self.name} v{self.version} ({self.flavor})>"
+
+    @property
+    def name(self) -> str:
+        return self.model_version.name
+
+    @property
+    def version(self) -> int:
+        return self.model_version.version
+
+    @property
+    def flavor(self) -> str:
+        return self.package.flavor
+
+    def predict_one(self, policy: Mapping[str, Any]) -> float:
+        """Price one policy given as a mapping of rating factors; raises on any problem."""
+        if not isinstance(policy, Mapping):
+            raise InvalidInputError(f"a policy must be a mapping, not {type(policy).__name__}")
+        problems = self.signature.check_row(policy)
+        if problems:
+            first = problems[0]
+            raise InvalidInputError(f"{first.field}: {first.message}", problems)
+        rate = self._predictor.predict_row(policy)
+        return rate * policy[self._exposure] if self._exposure is not None else rate
+
+    def predict(self, data: Any) -> np.ndarray:
+        """Price many policies (pandas, pyarrow or a list of dicts); all or nothing."""
+        columns, n_rows = to_columns(data)
+        self._frame_signature.check_columns(columns, n_rows).raise_for_problems()
+        rate = self._predictor.predict_columns(columns, n_rows)
+        if self._exposure is not None:
+            return rate * np.asarray(columns[self._exposure], dtype=np.float64)
+        return rate
+
+    def check(self, data: Any) -> ValidationReport:
+        """Every problem with ``data``, without pricing it."""
+        return self._frame_signature.validate(data)

@@ -1,0 +1,200 @@
+"""The ONNX flavor: tree ensembles and scikit-learn pipelines run by ONNX Runtime.
+
+Two ways to feed the graph, recorded in the package:
+
+- ``matrix``: one float32 tensor, one column per feature (LightGBM, XGBoost). Categorical
+  features are encoded by ratekeeper to the integer codes the booster was trained on (the
+  category order of the training frame); a level without a code becomes NaN.
+- ``columns``: one ``[n, 1]`` input per rating factor (scikit-learn pipelines converted by
+  skl2onnx): strings for categorical factors, float32 for numeric ones.
+
+The converters run at registration; loading a package needs only onnxruntime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ratekeeper.errors import UnsupportedModelError
+from ratekeeper.packaging.frames import Columns
+
+TARGET_OPSET = 15  # onnxmltools' LightGBM and XGBoost converters are reliable up to 15
+
+
+@dataclass(frozen=True)
+class OnnxInputs:
+    mode: str  # "matrix" | "columns"
+    features: tuple[str, ...]
+    categories: dict[str, tuple[str, ...]]
+    """feature → levels in code order (matrix mode) or the levels the graph knows (columns mode)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "features": list(self.features),
+                "categories": {k: list(v) for k, v in self.categories.items()}}
+
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any]) -> OnnxInputs:
+        if body["mode"] not in ("matrix", "columns"):
+            raise UnsupportedModelError(f"unknown ONNX input mode {body['mode']!r}")
+        return cls(body["mode"], tuple(body["features"]),
+                   {k: tuple(v) for k, v in body["categories"].items()})
+
+
+class OnnxPredictor:
+    flavor = "onnx"
+
+    def __init__(self, model_bytes: bytes, inputs: OnnxInputs) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(
+            model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._output = self._session.get_outputs()[0].name
+        self.inputs = inputs
+        self._input_names = [i.name for i in self._session.get_inputs()]
+        self._codes = {
+            name: {level: float(code) for code, level in enumerate(levels)}
+            for name, levels in inputs.categories.items()
+        }
+        self._plan = [(name, self._codes.get(name)) for name in inputs.features]
+
+    def predict_row(self, row: Mapping[str, Any]) -> float:
+        if self.inputs.mode == "matrix":
+            values = [
+                (codes.get(row[name], np.nan) if codes is not None else _number(row[name]))
+                for name, codes in self._plan
+            ]
+            feed = {self._input_names[0]: np.array([values], dtype=np.float32)}
+        else:
+            feed = {
+                name: (np.array([[row[name]]], dtype=object) if codes is not None
+                       else np.array([[_number(row[name])]], dtype=np.float32))
+                for name, codes in self._plan
+            }
+        return float(self._session.run([self._output], feed)[0].reshape(-1)[0])
+
+    def predict_columns(self, columns: Columns, n_rows: int) -> np.ndarray:
+        if self.inputs.mode == "matrix":
+            matrix = np.empty((n_rows, len(self._plan)), dtype=np.float32)
+            for j, (name, codes) in enumerate(self._plan):
+                matrix[:, j] = self._encode(name, columns[name]) if codes is not None else _floats(columns[name])
+            feed = {self._input_names[0]: matrix}
+        else:
+            feed = {}
+            for name, codes in self._plan:
+                column = columns[name]
+                if codes is not None:
+                    feed[name] = np.asarray(column, dtype=object).reshape(-1, 1)
+                else:
+                    feed[name] = _floats(column).reshape(-1, 1)
+        out = self._session.run([self._output], feed)[0]
+        return np.asarray(out, dtype=np.float64).reshape(-1)
+
+    def _encode(self, name: str, column: np.ndarray) -> np.ndarray:
+        import pandas as pd
+
+        codes = pd.Index(self.inputs.categories[name]).get_indexer(column).astype(np.float32)
+        codes[codes < 0] = np.nan
+        return codes
+
+
+def _number(value: Any) -> float:
+    return np.nan if value is None else float(value)
+
+
+def _floats(column: np.ndarray) -> np.ndarray:
+    if column.dtype == object:
+        return np.array([np.nan if v is None else float(v) for v in column], dtype=np.float32)
+    return column.astype(np.float32)
+
+
+# -- conversion at registration -------------------------------------------------------------
+
+def convert(model: Any, training_frame: Any) -> tuple[bytes, OnnxInputs]:
+    """Convert a fitted LightGBM, XGBoost or scikit-learn model to ONNX (no pickle kept)."""
+    kind = type(model).__module__.split(".")[0]
+    if kind == "lightgbm":
+        return _convert_lightgbm(model, training_frame)
+    if kind == "xgboost":
+        return _convert_xgboost(model, training_frame)
+    if kind == "sklearn":
+        return _convert_sklearn(model, training_frame)
+    raise UnsupportedModelError(
+        f"cannot package a {type(model).__module__}.{type(model).__name__}: supported are "
+        "scikit-learn GLMs and pipelines, LightGBM and XGBoost (no pickle fallback)"
+    )
+
+
+def _convert_lightgbm(model: Any, frame: Any) -> tuple[bytes, OnnxInputs]:
+    import pandas as pd
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    booster = getattr(model, "booster_", model)
+    features = tuple(booster.feature_name())
+    categorical = [f for f in features if isinstance(frame[f].dtype, pd.CategoricalDtype)]
+    known = booster.pandas_categorical or []
+    if len(known) != len(categorical):
+        raise UnsupportedModelError(
+            "the LightGBM model's categorical features do not match the training frame's "
+            "category columns: pass the frame the model was fitted on"
+        )
+    categories = {name: tuple(str(c) for c in levels) for name, levels in zip(categorical, known, strict=True)}
+    onx = convert_lightgbm(
+        booster, initial_types=[("input", FloatTensorType([None, len(features)]))],
+        target_opset=TARGET_OPSET, zipmap=False,
+    )
+    return onx.SerializeToString(), OnnxInputs("matrix", features, categories)
+
+
+def _convert_xgboost(model: Any, frame: Any) -> tuple[bytes, OnnxInputs]:
+    import pandas as pd
+    from onnxmltools import convert_xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    booster = model.get_booster() if hasattr(model, "get_booster") else model
+    features = tuple(booster.feature_names or [f"f{i}" for i in range(booster.num_features())])
+    if any(isinstance(frame[f].dtype, pd.CategoricalDtype) for f in features if f in frame):
+        raise UnsupportedModelError(
+            "XGBoost models with native categorical features cannot be converted to ONNX; "
+            "encode categorical factors as numbers or use LightGBM"
+        )
+    # The converter wants positional feature names (f0, f1, ...): convert a renamed copy.
+    positional = booster.copy()
+    positional.feature_names = None
+    onx = convert_xgboost(
+        positional, initial_types=[("input", FloatTensorType([None, len(features)]))],
+        target_opset=TARGET_OPSET,
+    )
+    return onx.SerializeToString(), OnnxInputs("matrix", features, {})
+
+
+def _convert_sklearn(model: Any, frame: Any) -> tuple[bytes, OnnxInputs]:
+    import pandas as pd
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        raise UnsupportedModelError("fit the scikit-learn model on a pandas DataFrame")
+    features = tuple(str(n) for n in names)
+    initial_types: list[tuple[str, Any]] = []
+    categories: dict[str, tuple[str, ...]] = {}
+    for name in features:
+        dtype = frame[name].dtype
+        if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+            initial_types.append((name, FloatTensorType([None, 1])))
+        else:
+            initial_types.append((name, StringTensorType([None, 1])))
+            categories[name] = tuple(sorted(str(v) for v in frame[name].dropna().unique()))
+    try:
+        onx = convert_sklearn(model, initial_types=initial_types, target_opset=TARGET_OPSET)
+    except Exception as exc:  # the converter raises many unrelated types for unsupported parts
+        raise UnsupportedModelError(f"skl2onnx cannot convert this model: {exc}") from exc
+    return onx.SerializeToString(), OnnxInputs("columns", features, categories)

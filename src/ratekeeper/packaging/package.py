@@ -1,0 +1,155 @@
+"""The model package: a manifest plus the files it names, all content-addressed.
+
+The manifest (canonical JSON) carries the flavor, the signature, the reference profile, the
+flavor's parameters and the SHA-256 of every file. The version's artifact digest is the
+manifest's digest, so one hash covers everything that prices a policy. Nothing in a package is
+ever executed: a GLM is coefficients, anything else is an ONNX graph.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ratekeeper.artifacts import sha256_hex
+from ratekeeper.errors import IntegrityError, InvalidInputError, UnsupportedModelError
+from ratekeeper.packaging import glm, onnx
+from ratekeeper.packaging.frames import Columns, to_columns
+from ratekeeper.packaging.profile import ReferenceProfile
+from ratekeeper.packaging.signature import Signature, ValidationPolicy
+
+FORMAT = "ratekeeper-package/1"
+FIDELITY_ROWS = 2000
+TOLERANCE = {"glm": 1e-9, "onnx": 1e-5}
+
+
+class Predictor(Protocol):
+    """What a flavor gives the scorer: the rate per unit of exposure, for one or many policies."""
+
+    flavor: str
+
+    def predict_row(self, row: Any) -> float: ...
+
+    def predict_columns(self, columns: Columns, n_rows: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Package:
+    flavor: str
+    signature: Signature
+    profile: ReferenceProfile
+    predictor: Predictor
+    manifest: dict[str, Any]
+    files: dict[str, bytes]
+
+    @property
+    def manifest_bytes(self) -> bytes:
+        return canonical_json(self.manifest)
+
+    @property
+    def size(self) -> int:
+        return len(self.manifest_bytes) + sum(len(b) for b in self.files.values())
+
+
+def canonical_json(body: Any) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def build_package(
+    model: Any,
+    training_data: Any,
+    *,
+    target: str | None = None,
+    exposure: str | None = None,
+    id_column: str | None = None,
+    policy: ValidationPolicy | None = None,
+) -> Package:
+    """Package a fitted model: convert it, infer its signature and profile, prove fidelity."""
+    frame = _as_pandas(training_data)
+    if len(frame) == 0:
+        raise InvalidInputError("training_data is empty")
+    files: dict[str, bytes] = {}
+    if glm.is_sklearn_glm(model):
+        terms = glm.terms_from_sklearn(model)
+        predictor: Predictor = glm.GLMPredictor(terms)
+        factors = terms.factors
+        flavor_body: dict[str, Any] = {"glm": terms.to_dict()}
+    else:
+        model_bytes, inputs = onnx.convert(model, frame)
+        predictor = onnx.OnnxPredictor(model_bytes, inputs)
+        factors = list(inputs.features)
+        files["model.onnx"] = model_bytes
+        flavor_body = {"onnx": {"file": "model.onnx", "inputs": inputs.to_dict()}}
+    signature = Signature.infer(
+        frame, factors, target=target, exposure=exposure, id_column=id_column, policy=policy
+    )
+    columns, n_rows = to_columns(frame)
+    rate = predictor.predict_columns(columns, n_rows)
+    _check_fidelity(model, frame, factors, rate, predictor.flavor)
+    profile = ReferenceProfile.build(signature, columns, n_rows, rate)
+    manifest = {
+        "format": FORMAT,
+        "flavor": predictor.flavor,
+        "signature": signature.to_dict(),
+        "profile": profile.to_dict(),
+        "files": {name: sha256_hex(data) for name, data in files.items()},
+        **flavor_body,
+    }
+    return Package(predictor.flavor, signature, profile, predictor, manifest, files)
+
+
+def load_package(manifest_bytes: bytes, fetch: Callable[[str], bytes]) -> Package:
+    """Rebuild a package from its verified manifest; ``fetch(digest)`` returns verified bytes."""
+    manifest = json.loads(manifest_bytes)
+    if manifest.get("format") != FORMAT:
+        raise IntegrityError(f"unknown package format {manifest.get('format')!r}")
+    files = {name: fetch(digest) for name, digest in manifest["files"].items()}
+    predictor: Predictor
+    if manifest["flavor"] == "glm":
+        predictor = glm.GLMPredictor(glm.GLMTerms.from_dict(manifest["glm"]))
+    elif manifest["flavor"] == "onnx":
+        body = manifest["onnx"]
+        predictor = onnx.OnnxPredictor(files[body["file"]], onnx.OnnxInputs.from_dict(body["inputs"]))
+    else:
+        raise UnsupportedModelError(f"unknown flavor {manifest['flavor']!r}")
+    return Package(
+        manifest["flavor"],
+        Signature.from_dict(manifest["signature"]),
+        ReferenceProfile.from_dict(manifest["profile"]),
+        predictor,
+        manifest,
+        files,
+    )
+
+
+def _as_pandas(data: Any) -> Any:
+    import pandas as pd
+
+    if isinstance(data, pd.DataFrame):
+        return data
+    if type(data).__module__.startswith("pyarrow"):
+        return data.to_pandas()
+    raise InvalidInputError(
+        f"training_data must be a pandas DataFrame or pyarrow Table, not {type(data).__name__}"
+    )
+
+
+def _check_fidelity(model: Any, frame: Any, factors: list[str], rate: np.ndarray, flavor: str) -> None:
+    """Refuse a package that does not predict what the in-memory model predicts."""
+    rows = np.unique(np.linspace(0, len(frame) - 1, min(FIDELITY_ROWS, len(frame))).astype(int))
+    sample = frame.iloc[rows]
+    names = getattr(model, "feature_names_in_", None)
+    expected = np.asarray(model.predict(sample[list(names) if names is not None else factors]),
+                          dtype=np.float64).reshape(-1)
+    actual = rate[rows]
+    scale = np.maximum(np.abs(expected), 1e-12)
+    worst = float(np.max(np.abs(actual - expected) / scale))
+    if not worst <= TOLERANCE[flavor]:
+        raise UnsupportedModelError(
+            f"the packaged {flavor} model does not reproduce the original's predictions "
+            f"(max relative difference {worst:.2e} > {TOLERANCE[flavor]:.0e}); refusing to register it"
+        )

@@ -1,0 +1,377 @@
+"""The input signature of a model version: what a policy must look like to be priced.
+
+Inferred at registration from the training frame. ``Signature.validate`` reports every problem
+at once, per field and row. The same checks run for one quote (``check_row``, pure Python, a few
+microseconds) and for a whole portfolio (``check_columns``, vectorised numpy).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from ratekeeper.errors import InvalidInputError, Problem
+from ratekeeper.packaging.frames import Columns, to_columns
+
+NUMERIC, INTEGER, CATEGORICAL, ANY = "numeric", "integer", "categorical", "any"
+RATING_FACTOR, EXPOSURE, ID = "rating_factor", "exposure", "id"
+MAX_REPORTED_PROBLEMS = 1000
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class ValidationPolicy:
+    """What to do with values the training data never showed. Chosen at registration."""
+
+    out_of_range: Literal["reject", "allow"] = "reject"
+    unseen_level: Literal["reject", "allow"] = "reject"
+    unknown_field: Literal["reject", "ignore"] = "reject"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("out_of_range", ("reject", "allow")),
+            ("unseen_level", ("reject", "allow")),
+            ("unknown_field", ("reject", "ignore")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise InvalidInputError(f"validation policy {name} must be one of {allowed}")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str  # numeric | integer | categorical | any (id only)
+    role: str = RATING_FACTOR
+    nullable: bool = False
+    levels: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": self.name, "type": self.kind, "role": self.role}
+        body["nullable"] = self.nullable
+        if self.levels is not None:
+            body["levels"] = list(self.levels)
+        if self.minimum is not None:
+            body["min"] = self.minimum
+            body["max"] = self.maximum
+        return body
+
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any]) -> Field:
+        levels = body.get("levels")
+        return cls(
+            name=body["name"],
+            kind=body["type"],
+            role=body.get("role", RATING_FACTOR),
+            nullable=bool(body.get("nullable", False)),
+            levels=tuple(levels) if levels is not None else None,
+            minimum=body.get("min"),
+            maximum=body.get("max"),
+        )
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    problems: list[Problem]
+    n_problems: int
+    bad_rows: np.ndarray = field(repr=False)
+    """Boolean mask, one entry per row: True where the row cannot be priced."""
+
+    @property
+    def ok(self) -> bool:
+        return self.n_problems == 0
+
+    def raise_for_problems(self) -> None:
+        if not self.ok:
+            first = self.problems[0]
+            where = f"row {first.row}, " if first.row is not None else ""
+            more = f" (and {self.n_problems - 1} more)" if self.n_problems > 1 else ""
+            raise InvalidInputError(f"{where}{first.field}: {first.message}{more}", self.problems)
+
+
+@dataclass(frozen=True)
+class Signature:
+    fields: tuple[Field, ...]
+    target: str | None = None
+    policy: ValidationPolicy = ValidationPolicy()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {f.name: f for f in self.fields})
+        object.__setattr__(self, "_level_sets", {
+            f.name: frozenset(f.levels) for f in self.fields if f.levels is not None
+        })
+
+    # -- views ------------------------------------------------------------------------------
+    def field(self, name: str) -> Field:
+        return self._by_name[name]  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def rating_factors(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.role == RATING_FACTOR)
+
+    @property
+    def exposure(self) -> Field | None:
+        return next((f for f in self.fields if f.role == EXPOSURE), None)
+
+    @property
+    def id_field(self) -> Field | None:
+        return next((f for f in self.fields if f.role == ID), None)
+
+    def with_policy(self, policy: ValidationPolicy) -> Signature:
+        return replace(self, policy=policy)
+
+    # -- (de)serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fields": [f.to_dict() for f in self.fields],
+            "target": self.target,
+            "policy": {
+                "out_of_range": self.policy.out_of_range,
+                "unseen_level": self.policy.unseen_level,
+                "unknown_field": self.policy.unknown_field,
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any]) -> Signature:
+        return cls(
+            fields=tuple(Field.from_dict(f) for f in body["fields"]),
+            target=body.get("target"),
+            policy=ValidationPolicy(**body.get("policy", {})),
+        )
+
+    # -- inference --------------------------------------------------------------------------
+    @classmethod
+    def infer(
+        cls,
+        frame: Any,
+        factors: Iterable[str],
+        *,
+        target: str | None = None,
+        exposure: str | None = None,
+        id_column: str | None = None,
+        policy: ValidationPolicy | None = None,
+    ) -> Signature:
+        """Describe ``factors`` (plus the exposure and id columns) as the training frame shows them."""
+        import pandas as pd
+
+        fields: list[Field] = []
+        for name in factors:
+            if name not in frame.columns:
+                raise InvalidInputError(f"the model uses {name!r}, which the training data lacks")
+            fields.append(_infer_field(name, frame[name]))
+        if exposure is not None:
+            if exposure not in frame.columns:
+                raise InvalidInputError(f"exposure column {exposure!r} is not in the training data")
+            if not pd.api.types.is_numeric_dtype(frame[exposure].dtype):
+                raise InvalidInputError(f"exposure column {exposure!r} must be numeric")
+            fields.append(Field(exposure, NUMERIC, role=EXPOSURE))
+        if id_column is not None:
+            if id_column not in frame.columns:
+                raise InvalidInputError(f"id column {id_column!r} is not in the training data")
+            fields.append(Field(id_column, ANY, role=ID, nullable=True))
+        return cls(tuple(fields), target=target, policy=policy or ValidationPolicy())
+
+    # -- checks -----------------------------------------------------------------------------
+    def validate(self, rows: Any) -> ValidationReport:
+        """Check a mapping (one policy) or many policies; report every problem at once."""
+        if isinstance(rows, Mapping):
+            problems = self.check_row(rows)
+            return ValidationReport(problems, len(problems), np.array([bool(problems)]))
+        columns, n_rows = to_columns(rows)
+        return self.check_columns(columns, n_rows)
+
+    def check_row(self, row: Mapping[str, Any], position: int | None = None) -> list[Problem]:
+        """All problems of one policy; an empty list means it can be priced."""
+        problems: list[Problem] = []
+        for f in self.fields:
+            value = row.get(f.name, _MISSING)
+            problem = self._check_value(f, value, position)
+            if problem is not None:
+                problems.append(problem)
+        if self.policy.unknown_field == "reject" and len(row) > 0:
+            by_name = self._by_name  # type: ignore[attr-defined]
+            for name in row:
+                if name not in by_name:
+                    problems.append(
+                        Problem(str(name), "unknown_field", "is not a field of this model", position)
+                    )
+        return problems
+
+    def _check_value(self, f: Field, value: Any, row: int | None) -> Problem | None:
+        if value is _MISSING:
+            if f.nullable:
+                return None
+            return Problem(f.name, "missing", "is required", row)
+        if value is None:
+            return None if f.nullable else Problem(f.name, "missing", "must not be null", row)
+        kind = f.kind
+        if kind == CATEGORICAL:
+            if type(value) is not str:
+                return Problem(f.name, "wrong_type", f"expected a string, got {_type_name(value)}", row)
+            if value not in self._level_sets[f.name]:  # type: ignore[attr-defined]
+                if self.policy.unseen_level == "allow":
+                    return None
+                return Problem(f.name, "unseen_level", _unseen_message(f, value), row)
+            return None
+        if kind == ANY:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            return Problem(f.name, "wrong_type", f"expected a number, got {_type_name(value)}", row)
+        number = float(value)
+        if not math.isfinite(number):
+            if f.nullable and math.isnan(number):
+                return None
+            return Problem(f.name, "not_finite", f"must be a finite number, got {number}", row)
+        if kind == INTEGER and not number.is_integer():
+            return Problem(f.name, "wrong_type", f"expected an integer, got {number}", row)
+        if f.role == EXPOSURE:
+            if number <= 0:
+                return Problem(f.name, "out_of_range", f"exposure must be positive, got {number}", row)
+            return None
+        if self.policy.out_of_range == "reject" and f.minimum is not None:
+            if number < f.minimum or number > f.maximum:  # type: ignore[operator]
+                return Problem(f.name, "out_of_range", _range_message(f, number), row)
+        return None
+
+    def check_columns(self, columns: Columns, n_rows: int) -> ValidationReport:
+        """Vectorised checks over named columns (from ``frames.to_columns``)."""
+        collector = _Collector(n_rows)
+        for f in self.fields:
+            column = columns.get(f.name)
+            if column is None:
+                if not f.nullable:
+                    collector.whole_column(f.name, "missing", "column is missing")
+                continue
+            if column.dtype == object:
+                self._check_object_column(f, column, collector)
+            else:
+                self._check_float_column(f, column, collector)
+        if self.policy.unknown_field == "reject":
+            for name in columns:
+                if name not in self._by_name:  # type: ignore[attr-defined]
+                    collector.whole_column(name, "unknown_field", "is not a field of this model")
+        return collector.report()
+
+    def _check_float_column(self, f: Field, column: np.ndarray, out: _Collector) -> None:
+        if f.kind == CATEGORICAL:
+            out.whole_column(f.name, "wrong_type", "expected strings, got a numeric column")
+            return
+        if f.kind == ANY:
+            return
+        nan = np.isnan(column)
+        if not f.nullable:
+            out.rows(f.name, "not_finite", nan, lambda i: f"must be a finite number, got {column[i]}")
+        inf = np.isinf(column)
+        out.rows(f.name, "not_finite", inf, lambda i: f"must be a finite number, got {column[i]}")
+        finite = ~(nan | inf)
+        if f.kind == INTEGER:
+            fractional = finite & (np.floor(column) != column)
+            out.rows(f.name, "wrong_type", fractional, lambda i: f"expected an integer, got {column[i]}")
+        if f.role == EXPOSURE:
+            out.rows(
+                f.name, "out_of_range", finite & (column <= 0),
+                lambda i: f"exposure must be positive, got {column[i]}",
+            )
+        elif self.policy.out_of_range == "reject" and f.minimum is not None:
+            with np.errstate(invalid="ignore"):
+                outside = finite & ((column < f.minimum) | (column > f.maximum))
+            out.rows(f.name, "out_of_range", outside, lambda i: _range_message(f, column[i]))
+
+    def _check_object_column(self, f: Field, column: np.ndarray, out: _Collector) -> None:
+        if f.kind == CATEGORICAL and self.policy.unseen_level == "reject":
+            import pandas as pd
+
+            known = pd.Index(f.levels).get_indexer(column) >= 0
+            suspects = np.flatnonzero(~known)
+        else:
+            suspects = np.arange(len(column))
+        for i in suspects:
+            problem = self._check_value(f, column[i], int(i))
+            if problem is not None:
+                out.add(problem)
+
+
+class _Collector:
+    """Gathers problems (reporting at most MAX_REPORTED_PROBLEMS) and the mask of bad rows."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.bad = np.zeros(n_rows, dtype=bool)
+        self.problems: list[Problem] = []
+        self.count = 0
+
+    def add(self, problem: Problem) -> None:
+        self.count += 1
+        if problem.row is not None:
+            self.bad[problem.row] = True
+        if len(self.problems) < MAX_REPORTED_PROBLEMS:
+            self.problems.append(problem)
+
+    def whole_column(self, name: str, code: str, message: str) -> None:
+        self.count += 1
+        self.bad[:] = True
+        if len(self.problems) < MAX_REPORTED_PROBLEMS:
+            self.problems.append(Problem(name, code, message))
+
+    def rows(self, name: str, code: str, mask: np.ndarray, message: Any) -> None:
+        hits = np.flatnonzero(mask)
+        if not len(hits):
+            return
+        self.count += len(hits)
+        self.bad[hits] = True
+        room = MAX_REPORTED_PROBLEMS - len(self.problems)
+        for i in hits[: max(room, 0)]:
+            self.problems.append(Problem(name, code, message(i), int(i)))
+
+    def report(self) -> ValidationReport:
+        return ValidationReport(self.problems, self.count, self.bad)
+
+
+def _infer_field(name: str, series: Any) -> Field:
+    import pandas as pd
+
+    dtype = series.dtype
+    nullable = bool(series.isna().any())
+    if isinstance(dtype, pd.CategoricalDtype):
+        levels = tuple(str(c) for c in dtype.categories)
+        return Field(name, CATEGORICAL, nullable=nullable, levels=levels)
+    if pd.api.types.is_bool_dtype(dtype):
+        raise InvalidInputError(f"rating factor {name!r} is boolean: encode it as a string or 0/1")
+    if pd.api.types.is_numeric_dtype(dtype):
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        finite = values[np.isfinite(values)]
+        if not len(finite):
+            raise InvalidInputError(f"rating factor {name!r} has no finite values")
+        return Field(
+            name,
+            INTEGER if pd.api.types.is_integer_dtype(dtype) else NUMERIC,
+            nullable=nullable,
+            minimum=float(finite.min()),
+            maximum=float(finite.max()),
+        )
+    levels = tuple(sorted(str(v) for v in series.dropna().unique()))
+    return Field(name, CATEGORICAL, nullable=nullable, levels=levels)
+
+
+def _type_name(value: Any) -> str:
+    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _unseen_message(f: Field, value: str) -> str:
+    levels = f.levels or ()
+    shown = ", ".join(repr(v) for v in levels[:10]) + (", ..." if len(levels) > 10 else "")
+    return f"level {value[:50]!r} was not in the training data (known: {shown})"
+
+
+def _range_message(f: Field, number: float) -> str:
+    return f"{number:g} is outside the training range [{f.minimum:g}, {f.maximum:g}]"

@@ -1,0 +1,335 @@
+"""The registry: the Python API that the CLI and the HTTP service are thin layers over."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from ratekeeper.artifacts import LocalBlobStore
+from ratekeeper.engine.scorer import Scorer
+from ratekeeper.errors import ConflictError, IntegrityError, InvalidInputError, NotFoundError
+from ratekeeper.packaging import lineage
+from ratekeeper.packaging.package import Package, build_package, load_package
+from ratekeeper.packaging.signature import ValidationPolicy
+from ratekeeper.registry import queries
+from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, StageTransition
+from ratekeeper.registry.uri import check_alias, check_name, parse_model_uri
+from ratekeeper.settings import Settings
+from ratekeeper.store import database
+from ratekeeper.store.tables import aliases, model_versions, models, registry_state, stage_transitions, version_tags
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Registry:
+    """A model registry: embedded (SQLite + local folder) by default, PostgreSQL by URL.
+
+    ``Registry()`` opens (creating if needed) the embedded registry under ``$RATEKEEPER_HOME``
+    (default ``./.ratekeeper``). ``uri`` may be a folder, a ``sqlite:///`` URL or a
+    ``postgresql+psycopg://`` URL. ``artifacts`` overrides where artifact blobs are stored;
+    by default a registry remembers the folder it was created with.
+    """
+
+    def __init__(
+        self,
+        uri: str | Path | None = None,
+        *,
+        artifacts: str | Path | None = None,
+        user: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.user = user or self.settings.user
+        uri = uri if uri is not None else self.settings.registry_uri
+        home = self.settings.home
+        if uri is None or (isinstance(uri, Path) or "://" not in str(uri)):
+            home = Path(uri) if uri is not None else home
+            url = f"sqlite:///{(home / 'registry.db').resolve()}"
+        else:
+            url = str(uri)
+        self.url = url
+        self.engine = database.create_engine(url)
+        try:
+            database.migrate(self.engine)
+        except sa.exc.OperationalError as exc:
+            raise InvalidInputError(f"cannot open the registry at {_redact(url)}: {exc.orig}") from None
+        root = artifacts or self.settings.artifact_root
+        self.blobs = LocalBlobStore(self._artifact_root(Path(root) if root else home / "artifacts"))
+
+    def __repr__(self) -> str:
+        return f"Registry({_redact(self.url)!r})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _artifact_root(self, default: Path) -> Path:
+        """The registry records its artifact folder at creation, so every process finds it."""
+        with database.write_transaction(self.engine) as conn:
+            database.insert_ignoring_conflict(
+                conn, registry_state,
+                {"id": 1, "generation": 0, "artifact_root": str(default.resolve()), "created_at": _now()},
+            )
+            recorded = conn.execute(sa.select(registry_state.c.artifact_root)).scalar()
+        explicit = self.settings.artifact_root
+        return Path(explicit) if explicit else Path(recorded or default)
+
+    # -- registering ------------------------------------------------------------------------
+    def register_model(
+        self,
+        model: Any,
+        name: str,
+        *,
+        training_data: Any,
+        target: str | None = None,
+        exposure: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+        description: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        id_column: str | None = None,
+        validation: ValidationPolicy | None = None,
+    ) -> ModelVersion:
+        """Package ``model`` (no pickle), store its files, and record version N+1 of ``name``."""
+        check_name(name)
+        clean_metrics = _check_metrics(metrics)
+        clean_tags = _check_tags(tags)
+        package = build_package(
+            model, training_data, target=target, exposure=exposure, id_column=id_column,
+            policy=validation,
+        )
+        facts = {
+            "training_data": lineage.data_fingerprint(package_frame(training_data)),
+            "libraries": lineage.library_versions(),
+            "git": lineage.git_state(),
+            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        }
+        return self.register_package(
+            package, name, metrics=clean_metrics, lineage=facts, description=description,
+            tags=clean_tags,
+        )
+
+    def register_package(
+        self,
+        package: Package,
+        name: str,
+        *,
+        metrics: dict[str, float],
+        lineage: dict[str, Any],
+        description: str | None,
+        tags: dict[str, str],
+    ) -> ModelVersion:
+        """Store an already built package and record it as the next version (one transaction)."""
+        for data in package.files.values():
+            self.blobs.put(data)
+        digest = self.blobs.put(package.manifest_bytes)
+        now = _now()
+        with database.write_transaction(self.engine) as conn:
+            database.insert_ignoring_conflict(
+                conn, models, {"name": name, "created_by": self.user, "created_at": now}
+            )
+            model_id = queries.model_id(conn, name)
+            database.lock_model(conn, model_id)
+            number = 1 + (conn.execute(
+                sa.select(sa.func.coalesce(sa.func.max(model_versions.c.version), 0))
+                .where(model_versions.c.model_id == model_id)
+            ).scalar_one())
+            version_id = conn.execute(
+                sa.insert(model_versions).values(
+                    model_id=model_id, version=number, flavor=package.flavor,
+                    artifact_digest=digest, artifact_size=package.size, description=description,
+                    created_by=self.user, created_at=now, stage=Stage.NONE.value,
+                    stage_changed_at=now,
+                    signature=json.dumps(package.signature.to_dict()),
+                    profile=json.dumps(package.profile.to_dict()),
+                    metrics=json.dumps(metrics), lineage=json.dumps(lineage),
+                ).returning(model_versions.c.id)
+            ).scalar_one()
+            if tags:
+                conn.execute(sa.insert(version_tags),
+                             [{"version_id": version_id, "key": k, "value": v} for k, v in tags.items()])
+            return queries.to_versions(conn, [queries.version_row(conn, name, number)])[0]
+
+    # -- stages and aliases -----------------------------------------------------------------
+    def transition_stage(
+        self, name: str, version: int, stage: str | Stage, *, comment: str | None = None
+    ) -> ModelVersion:
+        """Move a version to a stage; promoting to Production archives the previous one."""
+        target = Stage.parse(stage)
+        now = _now()
+        with database.write_transaction(self.engine) as conn:
+            row = queries.version_row(conn, name, version)
+            database.lock_model(conn, row.model_id)
+            current = Stage(conn.execute(
+                sa.select(model_versions.c.stage).where(model_versions.c.id == row.id)
+            ).scalar_one())
+            if current == target:
+                raise ConflictError(f"{name} version {version} is already in {target.value}")
+            if target == Stage.PRODUCTION:
+                previous = conn.execute(
+                    sa.select(model_versions.c.id, model_versions.c.version).where(
+                        model_versions.c.model_id == row.model_id,
+                        model_versions.c.stage == Stage.PRODUCTION.value,
+                    )
+                ).first()
+                if previous is not None:
+                    self._move(conn, previous.id, Stage.PRODUCTION, Stage.ARCHIVED, now,
+                               f"archived: version {version} promoted to Production")
+            self._move(conn, row.id, current, target, now, comment)
+            database.bump_generation(conn)
+            return queries.to_versions(conn, [queries.version_row(conn, name, version)])[0]
+
+    def _move(self, conn: sa.Connection, version_id: int, old: Stage, new: Stage,
+              now: datetime, comment: str | None) -> None:
+        conn.execute(sa.update(model_versions).where(model_versions.c.id == version_id)
+                     .values(stage=new.value, stage_changed_at=now))
+        conn.execute(sa.insert(stage_transitions).values(
+            version_id=version_id, from_stage=old.value, to_stage=new.value, actor=self.user,
+            at=now, comment=comment))
+
+    def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
+        """Point ``alias`` (e.g. ``champion``) at a version, moving it if it pointed elsewhere."""
+        check_alias(alias)
+        with database.write_transaction(self.engine) as conn:
+            row = queries.version_row(conn, name, version)
+            database.lock_model(conn, row.model_id)
+            conn.execute(sa.delete(aliases).where(aliases.c.model_id == row.model_id,
+                                                  aliases.c.alias == alias))
+            conn.execute(sa.insert(aliases).values(model_id=row.model_id, alias=alias,
+                                                   version_id=row.id, updated_by=self.user,
+                                                   updated_at=_now()))
+            database.bump_generation(conn)
+            return queries.to_versions(conn, [row])[0]
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        with database.write_transaction(self.engine) as conn:
+            model_id = queries.model_id(conn, name)
+            deleted = conn.execute(sa.delete(aliases).where(aliases.c.model_id == model_id,
+                                                            aliases.c.alias == alias)).rowcount
+            if not deleted:
+                raise NotFoundError(f"model {name!r} has no alias {alias!r}")
+            database.bump_generation(conn)
+
+    # -- reading ----------------------------------------------------------------------------
+    def list_models(self) -> list[RegisteredModel]:
+        with database.read_transaction(self.engine) as conn:
+            return queries.list_models(conn)
+
+    def get_model(self, name: str) -> RegisteredModel:
+        with database.read_transaction(self.engine) as conn:
+            found = queries.list_models(conn, name)
+        if not found:
+            raise NotFoundError(f"model {name!r} does not exist")
+        return found[0]
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        with database.read_transaction(self.engine) as conn:
+            return queries.to_versions(conn, [queries.version_row(conn, name, version)])[0]
+
+    def list_versions(
+        self,
+        name: str | None = None,
+        *,
+        stage: str | Stage | None = None,
+        alias: str | None = None,
+        tag: str | tuple[str, str] | None = None,
+    ) -> list[ModelVersion]:
+        """Versions by name, stage, alias and tag (``"key"`` or ``"key=value"``)."""
+        tag_filter: tuple[str, str | None] | None = None
+        if isinstance(tag, str):
+            key, _, value = tag.partition("=")
+            tag_filter = (key, value if "=" in tag else None)
+        elif tag is not None:
+            tag_filter = (tag[0], tag[1])
+        with database.read_transaction(self.engine) as conn:
+            if name is not None:
+                queries.model_id(conn, name)
+            return queries.find_versions(
+                conn, name=name, stage=Stage.parse(stage) if stage is not None else None,
+                alias=alias, tag=tag_filter,
+            )
+
+    def get_transitions(self, name: str, version: int | None = None) -> list[StageTransition]:
+        with database.read_transaction(self.engine) as conn:
+            queries.model_id(conn, name)
+            return queries.transitions(conn, name, version)
+
+    def resolve(self, uri: str) -> ModelVersion:
+        """The version a model URI points at right now."""
+        ref = parse_model_uri(uri)
+        with database.read_transaction(self.engine) as conn:
+            if ref.version is not None:
+                return queries.to_versions(conn, [queries.version_row(conn, ref.name, ref.version)])[0]
+            queries.model_id(conn, ref.name)
+            if ref.alias is not None:
+                found = queries.find_versions(conn, name=ref.name, alias=ref.alias)
+                what = f"alias {ref.alias!r}"
+            elif ref.latest:
+                found = queries.find_versions(conn, name=ref.name, newest_first=True, limit=1)
+                what = "versions"
+            else:
+                found = queries.find_versions(conn, name=ref.name, stage=ref.stage, newest_first=True,
+                                              limit=1)
+                what = f"version in {ref.stage.value if ref.stage else ''}"
+        if not found:
+            raise NotFoundError(f"model {ref.name!r} has no {what}")
+        return found[0]
+
+    def generation(self) -> int:
+        """A counter bumped by every stage and alias move (what serving processes watch)."""
+        with database.read_transaction(self.engine) as conn:
+            return int(conn.execute(sa.select(registry_state.c.generation)).scalar_one())
+
+    # -- loading ----------------------------------------------------------------------------
+    def load_model(self, uri: str) -> Scorer:
+        version = self.resolve(uri)
+        return Scorer(version, self.load_package(version))
+
+    def load_package(self, version: ModelVersion) -> Package:
+        """The verified package of a version; an integrity error names the model and version."""
+        try:
+            return load_package(self.blobs.get(version.artifact_digest), self.blobs.get)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{version.name} version {version.version}: {exc.message}") from None
+
+
+def package_frame(training_data: Any) -> Any:
+    if type(training_data).__module__.startswith("pyarrow"):
+        return training_data.to_pandas()
+    return training_data
+
+
+def _check_metrics(metrics: Mapping[str, float] | None) -> dict[str, float]:
+    clean: dict[str, float] = {}
+    for key, value in (metrics or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InvalidInputError(f"metric {key!r} must be a finite number, got {value!r}")
+        clean[str(key)] = float(value)
+    return clean
+
+
+def _check_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
+    clean: dict[str, str] = {}
+    for key, value in (tags or {}).items():
+        if not isinstance(key, str) or not key or len(key) > 200:
+            raise InvalidInputError(f"tag key {key!r} must be a non-empty string (at most 200)")
+        clean[key] = str(value)
+    return clean
+
+
+def _redact(url: str) -> str:
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
+def load_model(uri: str, registry: Registry | None = None) -> Scorer:
+    """Load ``models:/name/Production``, ``models:/name@alias`` or ``models:/name/N`` as a scorer."""
+    return (registry or Registry()).load_model(uri)

@@ -1,0 +1,1 @@
+"""Registry metadata storage: tables, transactions and migrations (SQLite and PostgreSQL)."""

@@ -1,0 +1,124 @@
+"""Engines, transactions and migrations for SQLite and PostgreSQL.
+
+Every dialect quirk of the registry store lives in this one module:
+
+- SQLite runs in WAL mode (readers never block the writer) with a busy timeout, and every write
+  transaction starts with ``BEGIN IMMEDIATE`` so that two writers serialise at the start of the
+  transaction instead of failing at commit with "database is locked".
+- PostgreSQL serialises writers of one model with ``SELECT ... FOR UPDATE`` on the model row.
+- ``INSERT ... ON CONFLICT DO NOTHING`` exists on both, under dialect-specific constructs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ratekeeper.errors import InvalidInputError
+from ratekeeper.store import tables
+
+HEAD_REVISION = "0001"
+"""The newest migration; opening a registry at this revision skips Alembic entirely."""
+
+_SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def create_engine(url: str) -> sa.Engine:
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise InvalidInputError(f"not a database URL: {url!r}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000})
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        sa.event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return sa.create_engine(url, pool_pre_ping=True)
+    raise InvalidInputError(
+        f"unsupported registry database {parsed.get_backend_name()!r}: use SQLite or PostgreSQL"
+    )
+
+
+def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    # Let SQLAlchemy (not the driver) emit BEGIN, so that writes can use BEGIN IMMEDIATE.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: sa.Connection) -> None:
+    immediate = conn.get_execution_options().get("ratekeeper_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """One write transaction: committed on success, rolled back on any exception."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(ratekeeper_write=True)
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def read_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+def lock_model(conn: sa.Connection, model_id: int) -> None:
+    """Serialise writers of one model (SQLite: already serialised by BEGIN IMMEDIATE)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.select(tables.models.c.id).where(tables.models.c.id == model_id).with_for_update()
+        )
+
+
+def insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> None:
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+
+
+def bump_generation(conn: sa.Connection) -> None:
+    """Tell every watching server that stages or aliases changed (same transaction as the change)."""
+    state = tables.registry_state
+    conn.execute(
+        sa.update(state).where(state.c.id == 1).values(generation=state.c.generation + 1)
+    )
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the schema to the newest revision (a no-op, without Alembic, when it already is)."""
+    if _current_revision(engine) == HEAD_REVISION:
+        return
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option(
+        "script_location", str(resources.files("ratekeeper.store") / "migrations")
+    )
+    with write_transaction(engine) as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def _current_revision(engine: sa.Engine) -> str | None:
+    with read_transaction(engine) as conn:
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
