@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,8 +62,9 @@ class Registry:
             database.migrate(self.engine)
         except sa.exc.OperationalError as exc:
             raise InvalidInputError(f"cannot open the registry at {_redact(url)}: {exc.orig}") from None
-        root = artifacts or self.settings.artifact_root
-        self.blobs = LocalBlobStore(self._artifact_root(Path(root) if root else home / "artifacts"))
+        if artifacts is not None:
+            self.settings = replace(self.settings, artifact_root=Path(artifacts))
+        self.blobs = LocalBlobStore(self._artifact_root(home / "artifacts"))
 
     def __repr__(self) -> str:
         return f"Registry({_redact(self.url)!r})"
@@ -72,14 +74,18 @@ class Registry:
 
     def _artifact_root(self, default: Path) -> Path:
         """The registry records its artifact folder at creation, so every process finds it."""
-        with database.write_transaction(self.engine) as conn:
-            database.insert_ignoring_conflict(
-                conn, registry_state,
-                {"id": 1, "generation": 0, "artifact_root": str(default.resolve()), "created_at": _now()},
-            )
-            recorded = conn.execute(sa.select(registry_state.c.artifact_root)).scalar()
         explicit = self.settings.artifact_root
-        return Path(explicit) if explicit else Path(recorded or default)
+        with database.read_transaction(self.engine) as conn:
+            recorded = conn.execute(sa.select(registry_state.c.artifact_root)).first()
+        if recorded is None:
+            with database.write_transaction(self.engine) as conn:
+                database.insert_ignoring_conflict(conn, registry_state, {
+                    "id": 1, "generation": 0, "created_at": _now(),
+                    "artifact_root": str((explicit or default).resolve()),
+                })
+                recorded = conn.execute(sa.select(registry_state.c.artifact_root)).first()
+        assert recorded is not None
+        return Path(explicit) if explicit else Path(recorded.artifact_root)
 
     # -- registering ------------------------------------------------------------------------
     def register_model(

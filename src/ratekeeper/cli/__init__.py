@@ -1,0 +1,1 @@
+"""The ``ratekeeper`` command line: thin over the Python API."""

@@ -1,0 +1,98 @@
+"""The ``ratekeeper`` command: one readable line and a non-zero exit on any error."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ratekeeper.cli import registry_commands
+from ratekeeper.cli.output import errors
+from ratekeeper.errors import RatekeeperError
+from ratekeeper.settings import Settings
+
+EXIT_CODES = {
+    "invalid_input": 2, "unsupported_model": 2, "not_found": 3, "conflict": 4,
+    "permission_denied": 5, "integrity_error": 6,
+}
+
+
+class Context:
+    """Built once per invocation: the settings, and the registry opened on first use."""
+
+    def __init__(self, settings: Settings, uri: str | None, artifacts: str | None) -> None:
+        self.settings = settings
+        self.uri = uri
+        self.artifacts = artifacts
+        self._registry: Any = None
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            from ratekeeper.registry.registry import Registry
+
+            self._registry = Registry(self.uri, artifacts=self.artifacts, settings=self.settings)
+        return self._registry
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--registry", "uri", metavar="URI", envvar="RATEKEEPER_REGISTRY_URI",
+              help="Registry folder, sqlite:/// or postgresql+psycopg:// URL "
+                   "[default: $RATEKEEPER_HOME, ./.ratekeeper].")
+@click.option("--artifacts", metavar="PATH", help="Artifact folder (default: the registry's own).")
+@click.option("--user", metavar="NAME", help="Act as this user [default: $RATEKEEPER_USER or the OS user].")
+@click.version_option(package_name="ratekeeper")
+@click.pass_context
+def cli(ctx: click.Context, uri: str | None, artifacts: str | None, user: str | None) -> None:
+    """ratekeeper: a governed model registry and rating engine for insurance pricing."""
+    settings = Settings.from_env()
+    if user:
+        settings = Settings(settings.home, settings.registry_uri, settings.artifact_root, user)
+    ctx.obj = Context(settings, uri, artifacts)
+
+
+for command in registry_commands.COMMANDS:
+    cli.add_command(command)
+
+
+@cli.command()
+@click.option("--policies", default=50_000, show_default=True, help="Size of the synthetic portfolio.")
+@click.option("--home", type=click.Path(path_type=Path), default=None,
+              help="Registry folder for the demo [default: the --registry / $RATEKEEPER_HOME one].")
+@click.pass_obj
+def demo(obj: Context, policies: int, home: Path | None) -> None:
+    """Train a GLM and a GBM on a synthetic motor portfolio, register, promote and price."""
+    from ratekeeper.demo import run_demo
+    from ratekeeper.registry.registry import Registry
+
+    registry = Registry(home, settings=obj.settings) if home is not None else obj.registry
+    run_demo(registry, n_policies=policies)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=argv, prog_name="ratekeeper", standalone_mode=False)
+    except click.exceptions.Abort:
+        errors.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        errors.print(f"error: {exc.format_message()}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except RatekeeperError as exc:
+        errors.print(f"error: {exc.message}", markup=False, highlight=False)
+        sys.exit(EXIT_CODES.get(exc.code, 1))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except OSError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    except Exception as exc:  # a bug: still one line, with the traceback on request
+        if os.environ.get("RATEKEEPER_DEBUG"):
+            raise
+        errors.print(f"internal error: {type(exc).__name__}: {exc} (set RATEKEEPER_DEBUG=1 "
+                     "for the traceback)", markup=False, highlight=False)
+        sys.exit(70)
+    sys.exit(code if isinstance(code, int) else 0)
