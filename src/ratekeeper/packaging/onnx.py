@@ -196,5 +196,8 @@ def _convert_sklearn(model: Any, frame: Any) -> tuple[bytes, OnnxInputs]:
     try:
         onx = convert_sklearn(model, initial_types=initial_types, target_opset=TARGET_OPSET)
     except Exception as exc:  # the converter raises many unrelated types for unsupported parts
-        raise UnsupportedModelError(f"skl2onnx cannot convert this model: {exc}") from exc
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise UnsupportedModelError(
+            f"cannot package this scikit-learn model: skl2onnx cannot convert it ({reason})"
+        ) from None
     return onx.SerializeToString(), OnnxInputs("columns", features, categories)

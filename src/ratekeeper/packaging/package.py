@@ -73,8 +73,8 @@ def build_package(
     if len(frame) == 0:
         raise InvalidInputError("training_data is empty")
     files: dict[str, bytes] = {}
-    if glm.is_sklearn_glm(model):
-        terms = glm.terms_from_sklearn(model)
+    terms = _glm_terms(model)
+    if terms is not None:
         predictor: Predictor = glm.GLMPredictor(terms)
         factors = terms.factors
         flavor_body: dict[str, Any] = {"glm": terms.to_dict()}
@@ -124,6 +124,16 @@ def load_package(manifest_bytes: bytes, fetch: Callable[[str], bytes]) -> Packag
         manifest,
         files,
     )
+
+
+def _glm_terms(model: Any) -> glm.GLMTerms | None:
+    """Coefficients when the model is a GLM they can represent; else None (→ ONNX)."""
+    if not glm.is_sklearn_glm(model):
+        return None
+    try:
+        return glm.terms_from_sklearn(model)
+    except UnsupportedModelError:
+        return None  # e.g. binned or spline features: the whole pipeline goes to ONNX instead
 
 
 def _as_pandas(data: Any) -> Any:

@@ -1,0 +1,3 @@
+from ratekeeper.cli.main import main
+
+main()
