@@ -15,8 +15,10 @@ def read_portfolio(name: str) -> Any:
 
     path = SHARED_DATA / name
     if not path.exists():
-        pytest.skip(f"{path} is absent: the real-portfolio tests run in CI, where ../shared/data "
-                    "sits beside the checkout")
+        pytest.skip(
+            f"{path} is absent: the real-portfolio tests run in CI, where ../shared/data "
+            "sits beside the checkout"
+        )
     return pd.read_parquet(path)
 
 

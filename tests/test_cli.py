@@ -29,8 +29,14 @@ def home(tmp_path) -> Path:
     book = motor_portfolio(3000, seed=2)
     registry = rk.Registry(tmp_path, user="modeller")
     model = train_glm(book)
-    registry.register_model(model, "freq", training_data=book, exposure="exposure",
-                            metrics={"gini": 0.21}, tags={"line": "motor"})
+    registry.register_model(
+        model,
+        "freq",
+        training_data=book,
+        exposure="exposure",
+        metrics={"gini": 0.21},
+        tags={"line": "motor"},
+    )
     registry.register_model(model, "freq", training_data=book.head(2000), exposure="exposure")
     return tmp_path
 
@@ -38,7 +44,9 @@ def home(tmp_path) -> Path:
 def test_models_and_versions_views(capsys, home) -> None:
     code, out, _ = run(capsys, "--registry", str(home), "models", "list")
     assert code == 0 and "freq" in out
-    code, out, _ = run(capsys, "--registry", str(home), "versions", "list", "freq", "--tag", "line=motor")
+    code, out, _ = run(
+        capsys, "--registry", str(home), "versions", "list", "freq", "--tag", "line=motor"
+    )
     assert code == 0 and "gini=0.21" in out
     code, out, _ = run(capsys, "--registry", str(home), "versions", "show", "freq", "1", "--json")
     body = json.loads(out)
@@ -61,25 +69,39 @@ def test_stage_alias_and_history_move_the_registry(capsys, home) -> None:
     assert registry.list_versions("freq", alias="champion") == []
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (["versions", "show", "freq", "9"], 3, "error: model 'freq' has no version 9"),
-    (["models", "show", "nope"], 3, "error: model 'nope' does not exist"),
-    (["stage", "freq", "1", "Live"], 2, "error: unknown stage 'Live': use one of None, Staging, Production, Archived"),
-    (["alias", "delete", "freq", "champion"], 3, "error: model 'freq' has no alias 'champion'"),
-    (["alias", "set", "freq", "Production", "1"], 2, "error: invalid alias 'Production'"),
-    (["export-tables", "models:/freq", "-o", "x"], 2, "error: not a model URI: 'models:/freq'"),
-    (["stage", "freq", "one", "Staging"], 2, "error: Invalid value for 'VERSION'"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["versions", "show", "freq", "9"], 3, "error: model 'freq' has no version 9"),
+        (["models", "show", "nope"], 3, "error: model 'nope' does not exist"),
+        (
+            ["stage", "freq", "1", "Live"],
+            2,
+            "error: unknown stage 'Live': use one of None, Staging, Production, Archived",
+        ),
+        (["alias", "delete", "freq", "champion"], 3, "error: model 'freq' has no alias 'champion'"),
+        (["alias", "set", "freq", "Production", "1"], 2, "error: invalid alias 'Production'"),
+        (["export-tables", "models:/freq", "-o", "x"], 2, "error: not a model URI: 'models:/freq'"),
+        (["stage", "freq", "one", "Staging"], 2, "error: Invalid value for 'VERSION'"),
+    ],
+)
 def test_errors_are_one_line_and_a_non_zero_exit(capsys, home, args, code, message) -> None:
-    got, out, err = run(capsys, "--registry", str(home), *args)
+    got, _, err = run(capsys, "--registry", str(home), *args)
     assert got == code
     assert err.startswith(message)
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_export_tables_writes_the_glm_relativities(capsys, home, tmp_path) -> None:
-    code, out, _ = run(capsys, "--registry", str(home), "export-tables", "models:/freq/1",
-                       "-o", str(tmp_path / "tables"))
+    code, out, _ = run(
+        capsys,
+        "--registry",
+        str(home),
+        "export-tables",
+        "models:/freq/1",
+        "-o",
+        str(tmp_path / "tables"),
+    )
     assert code == 0 and "8 tables" in out
     package = rk.Registry(home).load_package(rk.Registry(home).get_version("freq", 1))
     coefficients = package.manifest["glm"]["categorical"]["area"]
@@ -88,7 +110,9 @@ def test_export_tables_writes_the_glm_relativities(capsys, home, tmp_path) -> No
     assert [r["level"] for r in rows] == ["A", "B", "C", "D", "E", "F"]
     assert float(rows[0]["relativity"]) == 1.0  # the base level
     for row in rows[1:]:
-        assert float(row["relativity"]) == pytest.approx(math.exp(coefficients[row["level"]]), rel=1e-12)
+        assert float(row["relativity"]) == pytest.approx(
+            math.exp(coefficients[row["level"]]), rel=1e-12
+        )
     with (tmp_path / "tables" / "base.csv").open() as handle:
         base = next(csv.DictReader(handle))
     assert float(base["base_rate"]) == pytest.approx(math.exp(package.manifest["glm"]["intercept"]))
@@ -96,8 +120,20 @@ def test_export_tables_writes_the_glm_relativities(capsys, home, tmp_path) -> No
 
 def test_the_installed_command_reports_errors_without_a_traceback(tmp_path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ratekeeper", "--registry", str(tmp_path), "versions", "show", "m", "1"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "ratekeeper",
+            "--registry",
+            str(tmp_path),
+            "versions",
+            "show",
+            "m",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 3
     assert result.stderr == "error: model 'm' does not exist\n"

@@ -14,9 +14,9 @@ from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import GammaRegressor, PoissonRegressor, TweedieRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder, StandardScaler
+from tests.shared_data import BE_CATEGORICAL, BE_FACTORS, BE_NUMERIC, read_portfolio
 
 import ratekeeper as rk
-from tests.shared_data import BE_CATEGORICAL, BE_FACTORS, BE_NUMERIC, read_portfolio
 
 
 @pytest.fixture(scope="module")
@@ -34,21 +34,29 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 def glm_pipeline(estimator: Any, numeric_step: Any = "passthrough") -> Pipeline:
-    return Pipeline([
-        ("encode", ColumnTransformer([
-            ("categorical", OneHotEncoder(drop="first"), BE_CATEGORICAL),
-            ("numeric", numeric_step, BE_NUMERIC),
-        ])),
-        ("glm", estimator),
-    ])
+    return Pipeline(
+        [
+            (
+                "encode",
+                ColumnTransformer(
+                    [
+                        ("categorical", OneHotEncoder(drop="first"), BE_CATEGORICAL),
+                        ("numeric", numeric_step, BE_NUMERIC),
+                    ]
+                ),
+            ),
+            ("glm", estimator),
+        ]
+    )
 
 
 @pytest.mark.parametrize("numeric_step", ["passthrough", StandardScaler()], ids=["raw", "scaled"])
 def test_poisson_glm_frequency_round_trips_to_1e9(book, registry, numeric_step) -> None:
     model = glm_pipeline(PoissonRegressor(alpha=1e-4, solver="newton-cholesky"), numeric_step)
     model.fit(book[BE_FACTORS], book["nclaims"] / book["expo"], glm__sample_weight=book["expo"])
-    version = registry.register_model(model, "be_frequency", training_data=book,
-                                      target="nclaims", exposure="expo")
+    version = registry.register_model(
+        model, "be_frequency", training_data=book, target="nclaims", exposure="expo"
+    )
     assert version.flavor == "glm"
     scorer = rk.load_model("models:/be_frequency/1", registry)
 

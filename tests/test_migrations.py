@@ -17,7 +17,9 @@ from ratekeeper.store.tables import metadata
 
 def test_head_revision_constant_matches_the_migration_scripts() -> None:
     config = Config()
-    config.set_main_option("script_location", str(resources.files("ratekeeper.store") / "migrations"))
+    config.set_main_option(
+        "script_location", str(resources.files("ratekeeper.store") / "migrations")
+    )
     assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
 
 
@@ -27,7 +29,10 @@ def test_migrated_database_matches_the_declared_tables(tmp_path) -> None:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
         assert differences == []
         assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+        assert (
+            conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            == HEAD_REVISION
+        )
 
 
 def test_reopening_a_registry_keeps_its_data_and_artifact_folder(tmp_path) -> None:

@@ -18,7 +18,9 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "ratekeeper"
 
 
 def test_no_runtime_module_imports_a_pickle_family_module() -> None:
-    pattern = re.compile(r"^\s*(import|from)\s+(pickle|joblib|cloudpickle|dill|shelve|marshal)\b", re.M)
+    pattern = re.compile(
+        r"^\s*(import|from)\s+(pickle|joblib|cloudpickle|dill|shelve|marshal)\b", re.M
+    )
     offenders = [str(p) for p in SOURCE.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
 
@@ -30,15 +32,29 @@ def test_package_files_are_json_and_onnx_only(tmp_path) -> None:
     gbm = registry.register_model(train_gbm(book, 10), "m", training_data=book, exposure="exposure")
     manifest = json.loads(registry.blobs.get(glm.artifact_digest))
     assert manifest["flavor"] == "glm" and manifest["files"] == {}
-    assert set(manifest["glm"]) == {"family", "link", "power", "intercept", "categorical", "numeric"}
+    assert set(manifest["glm"]) == {
+        "family",
+        "link",
+        "power",
+        "intercept",
+        "categorical",
+        "numeric",
+    }
     manifest = json.loads(registry.blobs.get(gbm.artifact_digest))
     graph = onnx.load_from_string(registry.blobs.get(manifest["files"]["model.onnx"]))
     assert {node.domain for node in graph.graph.node} <= {"", "ai.onnx.ml"}
 
 
 def test_an_unknown_flavor_is_refused_not_run() -> None:
-    manifest = canonical_json({"format": "ratekeeper-package/1", "flavor": "pickle", "files": {},
-                               "signature": {"fields": []}, "profile": {}})
+    manifest = canonical_json(
+        {
+            "format": "ratekeeper-package/1",
+            "flavor": "pickle",
+            "files": {},
+            "signature": {"fields": []},
+            "profile": {},
+        }
+    )
     with pytest.raises(rk.UnsupportedModelError, match="unknown flavor 'pickle'"):
         load_package(manifest, lambda digest: b"")
 

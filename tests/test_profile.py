@@ -28,7 +28,11 @@ def test_numeric_bins_are_deciles_with_open_tails_and_a_missing_bin() -> None:
     assert all(s == pytest.approx(0.095, abs=0.011) for s in bins.shares)
     # Values far outside the training range land in the open tails, never nowhere.
     shares, missing = bins.shares_of(np.array([-1e9, 1e9, np.nan]), np.ones(3))
-    assert (shares[0], shares[-1], missing) == (pytest.approx(1 / 3), pytest.approx(1 / 3), pytest.approx(1 / 3))
+    assert (shares[0], shares[-1], missing) == (
+        pytest.approx(1 / 3),
+        pytest.approx(1 / 3),
+        pytest.approx(1 / 3),
+    )
 
 
 def test_bins_are_right_closed() -> None:

@@ -20,8 +20,9 @@ def book():
 def registry(tmp_path_factory, book):
     registry = rk.Registry(tmp_path_factory.mktemp("scorer"), user="modeller")
     registry.register_model(train_glm(book), "freq", training_data=book, exposure="exposure")
-    registry.register_model(train_gbm(book, n_trees=30), "freq", training_data=book,
-                            exposure="exposure")
+    registry.register_model(
+        train_gbm(book, n_trees=30), "freq", training_data=book, exposure="exposure"
+    )
     return registry
 
 
@@ -32,7 +33,9 @@ def test_pandas_arrow_and_records_price_identically(registry, book, version) -> 
     from_pandas = scorer.predict(frame)
     assert np.array_equal(from_pandas, scorer.predict(pa.Table.from_pandas(frame)))
     assert np.array_equal(from_pandas, scorer.predict(frame.to_dict("records")))
-    singles = [scorer.predict_one(r) for r in frame[[*RATING_FACTORS, "exposure"]].to_dict("records")]
+    singles = [
+        scorer.predict_one(r) for r in frame[[*RATING_FACTORS, "exposure"]].to_dict("records")
+    ]
     assert np.allclose(singles, from_pandas, rtol=1e-6 if version == 2 else 1e-12, atol=0)
 
 
@@ -41,7 +44,9 @@ def test_exposure_multiplies_the_rate(registry, book, version) -> None:
     scorer = registry.load_model(f"models:/freq/{version}")
     policy = book[[*RATING_FACTORS, "exposure"]].iloc[0].to_dict() | {"exposure": 1.0}
     full_year = scorer.predict_one(policy)
-    assert scorer.predict_one(policy | {"exposure": 0.25}) == pytest.approx(full_year / 4, rel=1e-12)
+    assert scorer.predict_one(policy | {"exposure": 0.25}) == pytest.approx(
+        full_year / 4, rel=1e-12
+    )
 
 
 def test_a_bad_book_prices_nothing_and_names_every_bad_row(registry, book) -> None:
@@ -50,16 +55,22 @@ def test_a_bad_book_prices_nothing_and_names_every_bad_row(registry, book) -> No
     frame["area"] = frame["area"].astype(str)
     frame.loc[2, "area"] = "Z"
     frame.loc[6, "exposure"] = -1.0
-    with pytest.raises(rk.InvalidInputError, match=r"^row 2, area: level 'Z'.*\(and 1 more\)$") as err:
+    with pytest.raises(
+        rk.InvalidInputError, match=r"^row 2, area: level 'Z'.*\(and 1 more\)$"
+    ) as err:
         scorer.predict(frame)
     assert [(p.row, p.field, p.code) for p in err.value.problems] == [
-        (2, "area", "unseen_level"), (6, "exposure", "out_of_range")]
+        (2, "area", "unseen_level"),
+        (6, "exposure", "out_of_range"),
+    ]
 
 
-def test_predict_one_refuses_unknown_fields_but_predict_ignores_extra_columns(registry, book) -> None:
+def test_predict_one_refuses_unknown_fields_but_predict_ignores_extra_columns(
+    registry, book
+) -> None:
     scorer = registry.load_model("models:/freq/1")
     policy = book[[*RATING_FACTORS, "exposure"]].iloc[0].to_dict()
-    with pytest.raises(rk.InvalidInputError, match="^claims: is not a field of this model$"):
+    with pytest.raises(rk.InvalidInputError, match=r"^claims: is not a field of this model$"):
         scorer.predict_one(policy | {"claims": 2})
     assert len(scorer.predict(book.head(5))) == 5  # the book carries claim_count and gender
     with pytest.raises(rk.InvalidInputError, match="a policy must be a mapping, not list"):

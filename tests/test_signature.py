@@ -21,22 +21,39 @@ def book() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def signature(book) -> Signature:
-    return Signature.infer(book, RATING_FACTORS, target="claim_count", exposure="exposure",
-                           id_column="policy_id")
+    return Signature.infer(
+        book, RATING_FACTORS, target="claim_count", exposure="exposure", id_column="policy_id"
+    )
 
 
 def good_policy() -> dict[str, object]:
-    return {"area": "C", "fuel": "diesel", "cover": "TPL", "driver_age": 40, "vehicle_age": 3,
-            "bonus_malus": 2, "power_kw": 90, "exposure": 1.0, "policy_id": "P-1"}
+    return {
+        "area": "C",
+        "fuel": "diesel",
+        "cover": "TPL",
+        "driver_age": 40,
+        "vehicle_age": 3,
+        "bonus_malus": 2,
+        "power_kw": 90,
+        "exposure": 1.0,
+        "policy_id": "P-1",
+    }
 
 
 def test_inference_records_types_levels_ranges_and_roles(signature, book) -> None:
     area = signature.field("area")
     assert (area.kind, area.role, area.levels, area.nullable) == (
-        "categorical", "rating_factor", ("A", "B", "C", "D", "E", "F"), False)
+        "categorical",
+        "rating_factor",
+        ("A", "B", "C", "D", "E", "F"),
+        False,
+    )
     age = signature.field("driver_age")
     assert (age.kind, age.minimum, age.maximum) == (
-        "integer", float(book["driver_age"].min()), float(book["driver_age"].max()))
+        "integer",
+        float(book["driver_age"].min()),
+        float(book["driver_age"].max()),
+    )
     assert signature.exposure == Field("exposure", "numeric", role="exposure")
     assert signature.id_field is not None and signature.id_field.name == "policy_id"
     assert [f.name for f in signature.rating_factors] == list(RATING_FACTORS)
@@ -52,21 +69,36 @@ def test_a_good_policy_has_no_problems(signature) -> None:
 def test_every_problem_of_one_policy_is_reported_at_once(signature) -> None:
     policy = good_policy()
     del policy["fuel"]
-    policy.update(area="Z", cover=3, driver_age=150, vehicle_age=2.5, bonus_malus=math.nan,
-                  power_kw="big", exposure=0.0, colour="red")
+    policy.update(
+        area="Z",
+        cover=3,
+        driver_age=150,
+        vehicle_age=2.5,
+        bonus_malus=math.nan,
+        power_kw="big",
+        exposure=0.0,
+        colour="red",
+    )
     report = signature.validate(policy)
     found = {(p.field, p.code) for p in report.problems}
     assert found == {
-        ("fuel", "missing"), ("area", "unseen_level"), ("cover", "wrong_type"),
-        ("driver_age", "out_of_range"), ("vehicle_age", "wrong_type"),
-        ("bonus_malus", "not_finite"), ("power_kw", "wrong_type"), ("exposure", "out_of_range"),
+        ("fuel", "missing"),
+        ("area", "unseen_level"),
+        ("cover", "wrong_type"),
+        ("driver_age", "out_of_range"),
+        ("vehicle_age", "wrong_type"),
+        ("bonus_malus", "not_finite"),
+        ("power_kw", "wrong_type"),
+        ("exposure", "out_of_range"),
         ("colour", "unknown_field"),
     }
     messages = {p.field: p.message for p in report.problems}
     assert messages["driver_age"] == "150 is outside the training range [18, 90]"
     assert messages["area"].startswith("level 'Z' was not in the training data (known: 'A'")
     assert messages["power_kw"] == "expected a number, got a string"
-    with pytest.raises(InvalidInputError, match=r"^area: level 'Z' was not in the training data .* \(and 8 more\)$"):
+    with pytest.raises(
+        InvalidInputError, match=r"^area: level 'Z' was not in the training data .* \(and 8 more\)$"
+    ):
         report.raise_for_problems()
 
 
@@ -83,10 +115,15 @@ def test_frames_are_checked_per_row_with_row_numbers(signature, book) -> None:
     frame.loc[3, "driver_age"] = 12
     frame["power_kw"] = frame["power_kw"].astype(float)
     frame.loc[4, "power_kw"] = np.inf
-    report = Signature.from_dict(signature.to_dict()).with_policy(
-        ValidationPolicy(unknown_field="ignore")).validate(frame)
+    report = (
+        Signature.from_dict(signature.to_dict())
+        .with_policy(ValidationPolicy(unknown_field="ignore"))
+        .validate(frame)
+    )
     assert [(p.row, p.field, p.code) for p in report.problems] == [
-        (1, "area", "unseen_level"), (3, "driver_age", "out_of_range"), (4, "power_kw", "not_finite"),
+        (1, "area", "unseen_level"),
+        (3, "driver_age", "out_of_range"),
+        (4, "power_kw", "not_finite"),
     ]
     assert report.bad_rows.tolist() == [False, True, False, True, True, False]
 
@@ -96,7 +133,11 @@ def test_a_missing_column_and_unknown_columns_are_reported_once(signature, book)
     report = signature.validate(frame)
     found = [(p.row, p.field, p.code) for p in report.problems]
     assert (None, "fuel", "missing") in found
-    assert (None, "claim_count", "unknown_field") in found and (None, "gender", "unknown_field") in found
+    assert (None, "claim_count", "unknown_field") in found and (
+        None,
+        "gender",
+        "unknown_field",
+    ) in found
     assert report.bad_rows.all()
 
 
@@ -113,11 +154,15 @@ def test_pandas_arrow_and_records_give_the_same_report(signature, book) -> None:
 
 def test_the_validation_policy_can_allow_what_training_never_showed(signature) -> None:
     lenient = signature.with_policy(
-        ValidationPolicy(out_of_range="allow", unseen_level="allow", unknown_field="ignore"))
+        ValidationPolicy(out_of_range="allow", unseen_level="allow", unknown_field="ignore")
+    )
     policy = good_policy() | {"driver_age": 95, "area": "Z", "colour": "red"}
     assert lenient.validate(policy).ok
     assert {p.code for p in signature.validate(policy).problems} == {
-        "out_of_range", "unseen_level", "unknown_field"}
+        "out_of_range",
+        "unseen_level",
+        "unknown_field",
+    }
     with pytest.raises(InvalidInputError, match="out_of_range must be one of"):
         ValidationPolicy(out_of_range="clip")  # type: ignore[arg-type]
 

@@ -19,8 +19,23 @@ from ratekeeper.settings import Settings
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConflictError", "IntegrityError", "InvalidInputError", "ModelVersion", "NotFoundError",
-    "PermissionDeniedError", "Problem", "RatekeeperError", "RegisteredModel", "Registry", "Scorer",
-    "Settings", "Signature", "Stage", "StageTransition", "UnsupportedModelError",
-    "ValidationPolicy", "load_model", "__version__",
+    "ConflictError",
+    "IntegrityError",
+    "InvalidInputError",
+    "ModelVersion",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "Problem",
+    "RatekeeperError",
+    "RegisteredModel",
+    "Registry",
+    "Scorer",
+    "Settings",
+    "Signature",
+    "Stage",
+    "StageTransition",
+    "UnsupportedModelError",
+    "ValidationPolicy",
+    "load_model",
+    "__version__",
 ]

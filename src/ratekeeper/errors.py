@@ -7,7 +7,7 @@ codes in exactly one place each.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -83,7 +83,6 @@ class Problem:
     code: str
     message: str
     row: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"field": self.field, "code": self.code, "message": self.message}

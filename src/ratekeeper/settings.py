@@ -20,7 +20,7 @@ class Settings:
     registry_uri: str | None = None
     """A SQLAlchemy URL (``sqlite:///...`` or ``postgresql+psycopg://...``); ``None`` = embedded."""
     artifact_root: Path | None = None
-    """Where artifact blobs live; ``None`` = the root recorded in the registry, else ``home/artifacts``."""
+    """Artifact folder; ``None`` = the one recorded in the registry, else ``home/artifacts``."""
     user: str = "unknown"
     """The actor recorded on every write."""
 

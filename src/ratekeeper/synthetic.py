@@ -31,9 +31,13 @@ def motor_portfolio(n_policies: int = 20_000, *, seed: int = 0) -> Any:
     cover = rng.choice(len(COVERS), n_policies, p=[0.4, 0.35, 0.25])
     driver_age = np.clip(rng.normal(45, 14, n_policies).round(), 18, 90).astype(np.int64)
     vehicle_age = np.clip(rng.gamma(2.0, 3.0, n_policies).round(), 0, 30).astype(np.int64)
-    bonus_malus = np.clip(rng.poisson(4, n_policies) - (driver_age - 18) // 12, 0, 22).astype(np.int64)
+    bonus_malus = np.clip(rng.poisson(4, n_policies) - (driver_age - 18) // 12, 0, 22).astype(
+        np.int64
+    )
     power_kw = np.clip(rng.lognormal(4.3, 0.3, n_policies).round(), 30, 250).astype(np.int64)
-    exposure = np.round(np.where(rng.random(n_policies) < 0.7, 1.0, rng.uniform(0.05, 1.0, n_policies)), 4)
+    exposure = np.round(
+        np.where(rng.random(n_policies) < 0.7, 1.0, rng.uniform(0.05, 1.0, n_policies)), 4
+    )
     gender = rng.choice(["female", "male"], n_policies)
 
     frequency = (
@@ -47,19 +51,21 @@ def motor_portfolio(n_policies: int = 20_000, *, seed: int = 0) -> Any:
         * np.exp(-0.01 * vehicle_age)
     )
     claims = rng.poisson(frequency * exposure)
-    return pd.DataFrame({
-        "policy_id": np.arange(1, n_policies + 1),
-        "exposure": exposure,
-        "claim_count": claims.astype(np.int64),
-        "area": pd.Categorical.from_codes(area, AREAS),
-        "fuel": pd.Categorical.from_codes(fuel, FUELS),
-        "cover": pd.Categorical.from_codes(cover, COVERS),
-        "driver_age": driver_age,
-        "vehicle_age": vehicle_age,
-        "bonus_malus": bonus_malus,
-        "power_kw": power_kw,
-        "gender": gender,
-    })
+    return pd.DataFrame(
+        {
+            "policy_id": np.arange(1, n_policies + 1),
+            "exposure": exposure,
+            "claim_count": claims.astype(np.int64),
+            "area": pd.Categorical.from_codes(area, AREAS),
+            "fuel": pd.Categorical.from_codes(fuel, FUELS),
+            "cover": pd.Categorical.from_codes(cover, COVERS),
+            "driver_age": driver_age,
+            "vehicle_age": vehicle_age,
+            "bonus_malus": bonus_malus,
+            "power_kw": power_kw,
+            "gender": gender,
+        }
+    )
 
 
 RATING_FACTORS = ("area", "fuel", "cover", "driver_age", "vehicle_age", "bonus_malus", "power_kw")

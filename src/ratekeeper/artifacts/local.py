@@ -8,6 +8,7 @@ overwritten and a reader never sees a half-written one. Every read verifies the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -43,10 +44,8 @@ class LocalBlobStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp, 0o444)
-            try:
+            with contextlib.suppress(FileExistsError):  # a concurrent writer stored it first
                 os.link(tmp, final)
-            except FileExistsError:
-                pass  # a concurrent writer stored the same content first
         finally:
             os.unlink(tmp)
         return digest

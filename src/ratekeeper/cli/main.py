@@ -15,8 +15,12 @@ from ratekeeper.errors import RatekeeperError
 from ratekeeper.settings import Settings
 
 EXIT_CODES = {
-    "invalid_input": 2, "unsupported_model": 2, "not_found": 3, "conflict": 4,
-    "permission_denied": 5, "integrity_error": 6,
+    "invalid_input": 2,
+    "unsupported_model": 2,
+    "not_found": 3,
+    "conflict": 4,
+    "permission_denied": 5,
+    "integrity_error": 6,
 }
 
 
@@ -39,11 +43,18 @@ class Context:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--registry", "uri", metavar="URI", envvar="RATEKEEPER_REGISTRY_URI",
-              help="Registry folder, sqlite:/// or postgresql+psycopg:// URL "
-                   "[default: $RATEKEEPER_HOME, ./.ratekeeper].")
+@click.option(
+    "--registry",
+    "uri",
+    metavar="URI",
+    envvar="RATEKEEPER_REGISTRY_URI",
+    help="Registry folder, sqlite:/// or postgresql+psycopg:// URL "
+    "[default: $RATEKEEPER_HOME, ./.ratekeeper].",
+)
 @click.option("--artifacts", metavar="PATH", help="Artifact folder (default: the registry's own).")
-@click.option("--user", metavar="NAME", help="Act as this user [default: $RATEKEEPER_USER or the OS user].")
+@click.option(
+    "--user", metavar="NAME", help="Act as this user [default: $RATEKEEPER_USER or the OS user]."
+)
 @click.version_option(package_name="ratekeeper")
 @click.pass_context
 def cli(ctx: click.Context, uri: str | None, artifacts: str | None, user: str | None) -> None:
@@ -59,9 +70,15 @@ for command in registry_commands.COMMANDS:
 
 
 @cli.command()
-@click.option("--policies", default=50_000, show_default=True, help="Size of the synthetic portfolio.")
-@click.option("--home", type=click.Path(path_type=Path), default=None,
-              help="Registry folder for the demo [default: the --registry / $RATEKEEPER_HOME one].")
+@click.option(
+    "--policies", default=50_000, show_default=True, help="Size of the synthetic portfolio."
+)
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Registry folder for the demo [default: the --registry / $RATEKEEPER_HOME one].",
+)
 @click.pass_obj
 def demo(obj: Context, policies: int, home: Path | None) -> None:
     """Train a GLM and a GBM on a synthetic motor portfolio, register, promote and price."""
@@ -92,7 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: still one line, with the traceback on request
         if os.environ.get("RATEKEEPER_DEBUG"):
             raise
-        errors.print(f"internal error: {type(exc).__name__}: {exc} (set RATEKEEPER_DEBUG=1 "
-                     "for the traceback)", markup=False, highlight=False)
+        errors.print(
+            f"internal error: {type(exc).__name__}: {exc} (set RATEKEEPER_DEBUG=1 "
+            "for the traceback)",
+            markup=False,
+            highlight=False,
+        )
         sys.exit(70)
     sys.exit(code if isinstance(code, int) else 0)

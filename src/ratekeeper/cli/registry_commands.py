@@ -22,9 +22,21 @@ def models() -> None:
 def models_list(obj: Any) -> None:
     """Every model with its latest and Production versions and aliases."""
     found = obj.registry.list_models()
-    table("Models", ["name", "latest", "Production", "aliases", "created by", "created"],
-          [(m.name, m.latest_version, m.production_version,
-            {a: f"v{v}" for a, v in m.aliases.items()}, m.created_by, m.created_at) for m in found])
+    table(
+        "Models",
+        ["name", "latest", "Production", "aliases", "created by", "created"],
+        [
+            (
+                m.name,
+                m.latest_version,
+                m.production_version,
+                {a: f"v{v}" for a, v in m.aliases.items()},
+                m.created_by,
+                m.created_at,
+            )
+            for m in found
+        ],
+    )
 
 
 @models.command("show")
@@ -33,11 +45,16 @@ def models_list(obj: Any) -> None:
 def models_show(obj: Any, name: str) -> None:
     """One model and all its versions."""
     model = obj.registry.get_model(name)
-    pairs(f"Model {model.name}", [
-        ("latest version", model.latest_version), ("Production", model.production_version),
-        ("aliases", {a: f"v{v}" for a, v in model.aliases.items()}),
-        ("created by", model.created_by), ("created", model.created_at),
-    ])
+    pairs(
+        f"Model {model.name}",
+        [
+            ("latest version", model.latest_version),
+            ("Production", model.production_version),
+            ("aliases", {a: f"v{v}" for a, v in model.aliases.items()}),
+            ("created by", model.created_by),
+            ("created", model.created_at),
+        ],
+    )
     _version_table(obj.registry.list_versions(name))
 
 
@@ -52,8 +69,9 @@ def versions() -> None:
 @click.option("--alias", help="Only the version with this alias.")
 @click.option("--tag", help="Only versions with this tag (KEY or KEY=VALUE).")
 @click.pass_obj
-def versions_list(obj: Any, name: str | None, stage: str | None, alias: str | None,
-                  tag: str | None) -> None:
+def versions_list(
+    obj: Any, name: str | None, stage: str | None, alias: str | None, tag: str | None
+) -> None:
     """Versions, filtered by model name, stage, alias and tag."""
     _version_table(obj.registry.list_versions(name, stage=stage, alias=alias, tag=tag))
 
@@ -71,21 +89,47 @@ def versions_show(obj: Any, name: str, version: int, as_json: bool) -> None:
         return
     data = v.lineage.get("training_data", {})
     git = v.lineage.get("git") or {}
-    pairs(f"{v.name} version {v.version}", [
-        ("stage", v.stage.value), ("aliases", list(v.aliases)), ("flavor", v.flavor),
-        ("artifact", f"sha256:{v.artifact_digest}"), ("size", f"{v.artifact_size:,} bytes"),
-        ("created", f"{v.created_at:%Y-%m-%d %H:%M:%S} by {v.created_by}"),
-        ("description", v.description), ("metrics", v.metrics), ("tags", v.tags),
-        ("training data", f"{data.get('rows', '?'):,} rows, sha256:{data.get('content_sha256', '')[:16]}"),
-        ("model class", v.lineage.get("model_class")),
-        ("git", f"{git.get('commit', '')[:12]}{' (dirty)' if git.get('dirty') else ''}" if git else None),
-    ])
-    table("Signature", ["field", "role", "type", "nullable", "levels / range"], [
-        (f.name, f.role, f.kind, "yes" if f.nullable else "no",
-         ", ".join(f.levels[:8]) + (" ..." if len(f.levels) > 8 else "") if f.levels is not None
-         else (f"[{f.minimum:g}, {f.maximum:g}]" if f.minimum is not None else "-"))
-        for f in v.signature.fields
-    ])
+    pairs(
+        f"{v.name} version {v.version}",
+        [
+            ("stage", v.stage.value),
+            ("aliases", list(v.aliases)),
+            ("flavor", v.flavor),
+            ("artifact", f"sha256:{v.artifact_digest}"),
+            ("size", f"{v.artifact_size:,} bytes"),
+            ("created", f"{v.created_at:%Y-%m-%d %H:%M:%S} by {v.created_by}"),
+            ("description", v.description),
+            ("metrics", v.metrics),
+            ("tags", v.tags),
+            (
+                "training data",
+                f"{data.get('rows', '?'):,} rows, sha256:{data.get('content_sha256', '')[:16]}",
+            ),
+            ("model class", v.lineage.get("model_class")),
+            (
+                "git",
+                f"{git.get('commit', '')[:12]}{' (dirty)' if git.get('dirty') else ''}"
+                if git
+                else None,
+            ),
+        ],
+    )
+    table(
+        "Signature",
+        ["field", "role", "type", "nullable", "levels / range"],
+        [
+            (
+                f.name,
+                f.role,
+                f.kind,
+                "yes" if f.nullable else "no",
+                ", ".join(f.levels[:8]) + (" ..." if len(f.levels) > 8 else "")
+                if f.levels is not None
+                else (f"[{f.minimum:g}, {f.maximum:g}]" if f.minimum is not None else "-"),
+            )
+            for f in v.signature.fields
+        ],
+    )
 
 
 @click.command()
@@ -132,16 +176,25 @@ def alias_delete(obj: Any, name: str, alias_name: str) -> None:
 @click.pass_obj
 def history(obj: Any, name: str, version: int | None) -> None:
     """The stage transition history of a model (or one version)."""
-    table(f"Stage history of {name}", ["when", "version", "from", "to", "who", "comment"], [
-        (t.at, t.version, t.from_stage.value, t.to_stage.value, t.actor, t.comment)
-        for t in obj.registry.get_transitions(name, version)
-    ])
+    table(
+        f"Stage history of {name}",
+        ["when", "version", "from", "to", "who", "comment"],
+        [
+            (t.at, t.version, t.from_stage.value, t.to_stage.value, t.actor, t.comment)
+            for t in obj.registry.get_transitions(name, version)
+        ],
+    )
 
 
 @click.command("export-tables")
 @click.argument("model_uri")
-@click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
-              help="Folder for the CSV files (created if needed).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder for the CSV files (created if needed).",
+)
 @click.pass_obj
 def export_tables(obj: Any, model_uri: str, output: Path) -> None:
     """Write a GLM version's base rate and rating-factor relativities as CSV tables."""
@@ -156,20 +209,43 @@ def export_tables(obj: Any, model_uri: str, output: Path) -> None:
 
 def version_dict(v: ModelVersion) -> dict[str, Any]:
     return {
-        "name": v.name, "version": v.version, "stage": v.stage.value, "aliases": list(v.aliases),
-        "flavor": v.flavor, "artifact_digest": v.artifact_digest, "artifact_size": v.artifact_size,
-        "created_by": v.created_by, "created_at": v.created_at.isoformat(),
-        "stage_changed_at": v.stage_changed_at.isoformat(), "description": v.description,
-        "metrics": v.metrics, "tags": v.tags, "lineage": v.lineage,
-        "signature": v.signature.to_dict(), "profile": v.profile.to_dict(),
+        "name": v.name,
+        "version": v.version,
+        "stage": v.stage.value,
+        "aliases": list(v.aliases),
+        "flavor": v.flavor,
+        "artifact_digest": v.artifact_digest,
+        "artifact_size": v.artifact_size,
+        "created_by": v.created_by,
+        "created_at": v.created_at.isoformat(),
+        "stage_changed_at": v.stage_changed_at.isoformat(),
+        "description": v.description,
+        "metrics": v.metrics,
+        "tags": v.tags,
+        "lineage": v.lineage,
+        "signature": v.signature.to_dict(),
+        "profile": v.profile.to_dict(),
     }
 
 
 def _version_table(found: list[ModelVersion]) -> None:
-    table("Versions", ["model", "version", "stage", "aliases", "flavor", "metrics", "created by",
-                       "created"],
-          [(v.name, v.version, v.stage.value, list(v.aliases), v.flavor, v.metrics, v.created_by,
-            v.created_at) for v in found])
+    table(
+        "Versions",
+        ["model", "version", "stage", "aliases", "flavor", "metrics", "created by", "created"],
+        [
+            (
+                v.name,
+                v.version,
+                v.stage.value,
+                list(v.aliases),
+                v.flavor,
+                v.metrics,
+                v.created_by,
+                v.created_at,
+            )
+            for v in found
+        ],
+    )
 
 
 COMMANDS = [models, versions, stage, alias, history, export_tables]

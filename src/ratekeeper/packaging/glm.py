@@ -60,13 +60,15 @@ class GLMTerms:
             link=body["link"],
             power=body.get("power"),
             intercept=float(body["intercept"]),
-            categorical={k: {lv: float(c) for lv, c in v.items()} for k, v in body["categorical"].items()},
+            categorical={
+                k: {lv: float(c) for lv, c in v.items()} for k, v in body["categorical"].items()
+            },
             numeric={k: float(v) for k, v in body["numeric"].items()},
         )
 
 
 class GLMPredictor:
-    """Prices from the coefficients: one dict lookup per categorical factor, one multiply per numeric."""
+    """Prices from coefficients: a dict lookup per categorical factor, a multiply per numeric."""
 
     flavor = "glm"
 
@@ -182,7 +184,9 @@ def _read_column_transformer(
             if getattr(step, "infrequent_categories_", None) is not None and any(
                 c is not None for c in step.infrequent_categories_
             ):
-                raise UnsupportedModelError("OneHotEncoder with infrequent categories is not supported")
+                raise UnsupportedModelError(
+                    "OneHotEncoder with infrequent categories is not supported"
+                )
             drop = step.drop_idx_ if step.drop_idx_ is not None else [None] * len(names)
             for name, levels, dropped in zip(names, step.categories_, drop, strict=True):
                 table: dict[str, float] = {}

@@ -9,8 +9,21 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_LIBRARIES = ("ratekeeper", "numpy", "pandas", "pyarrow", "scikit-learn", "lightgbm", "xgboost",
-              "xgboost-cpu", "onnx", "onnxruntime", "skl2onnx", "onnxmltools", "glum")
+_LIBRARIES = (
+    "ratekeeper",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "lightgbm",
+    "xgboost",
+    "xgboost-cpu",
+    "onnx",
+    "onnxruntime",
+    "skl2onnx",
+    "onnxmltools",
+    "glum",
+)
 
 
 def data_fingerprint(frame: Any) -> dict[str, Any]:
@@ -21,7 +34,7 @@ def data_fingerprint(frame: Any) -> dict[str, Any]:
     digest = hashlib.sha256(row_hashes.tobytes())
     digest.update("|".join(f"{c}:{t}" for c, t in frame.dtypes.items()).encode())
     return {
-        "rows": int(len(frame)),
+        "rows": len(frame),
         "columns": {str(c): str(t) for c, t in frame.dtypes.items()},
         "content_sha256": digest.hexdigest(),
     }
@@ -48,7 +61,10 @@ def git_state(directory: Path | None = None) -> dict[str, Any] | None:
             return None
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, timeout=5,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -33,15 +33,21 @@ class OnnxInputs:
     """feature → levels in code order (matrix mode) or the levels the graph knows (columns mode)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "features": list(self.features),
-                "categories": {k: list(v) for k, v in self.categories.items()}}
+        return {
+            "mode": self.mode,
+            "features": list(self.features),
+            "categories": {k: list(v) for k, v in self.categories.items()},
+        }
 
     @classmethod
     def from_dict(cls, body: Mapping[str, Any]) -> OnnxInputs:
         if body["mode"] not in ("matrix", "columns"):
             raise UnsupportedModelError(f"unknown ONNX input mode {body['mode']!r}")
-        return cls(body["mode"], tuple(body["features"]),
-                   {k: tuple(v) for k, v in body["categories"].items()})
+        return cls(
+            body["mode"],
+            tuple(body["features"]),
+            {k: tuple(v) for k, v in body["categories"].items()},
+        )
 
 
 class OnnxPredictor:
@@ -73,8 +79,11 @@ class OnnxPredictor:
             feed = {self._input_names[0]: np.array([values], dtype=np.float32)}
         else:
             feed = {
-                name: (np.array([[row[name]]], dtype=object) if codes is not None
-                       else np.array([[_number(row[name])]], dtype=np.float32))
+                name: (
+                    np.array([[row[name]]], dtype=object)
+                    if codes is not None
+                    else np.array([[_number(row[name])]], dtype=np.float32)
+                )
                 for name, codes in self._plan
             }
         return float(self._session.run([self._output], feed)[0].reshape(-1)[0])
@@ -83,7 +92,11 @@ class OnnxPredictor:
         if self.inputs.mode == "matrix":
             matrix = np.empty((n_rows, len(self._plan)), dtype=np.float32)
             for j, (name, codes) in enumerate(self._plan):
-                matrix[:, j] = self._encode(name, columns[name]) if codes is not None else _floats(columns[name])
+                matrix[:, j] = (
+                    self._encode(name, columns[name])
+                    if codes is not None
+                    else _floats(columns[name])
+                )
             feed = {self._input_names[0]: matrix}
         else:
             feed = {}
@@ -99,9 +112,10 @@ class OnnxPredictor:
     def _encode(self, name: str, column: np.ndarray) -> np.ndarray:
         import pandas as pd
 
-        codes = pd.Index(self.inputs.categories[name]).get_indexer(column).astype(np.float32)
-        codes[codes < 0] = np.nan
-        return codes
+        codes: np.ndarray = pd.Index(self.inputs.categories[name]).get_indexer(column)
+        encoded = codes.astype(np.float32)
+        encoded[codes < 0] = np.nan
+        return encoded
 
 
 def _number(value: Any) -> float:
@@ -115,6 +129,7 @@ def _floats(column: np.ndarray) -> np.ndarray:
 
 
 # -- conversion at registration -------------------------------------------------------------
+
 
 def convert(model: Any, training_frame: Any) -> tuple[bytes, OnnxInputs]:
     """Convert a fitted LightGBM, XGBoost or scikit-learn model to ONNX (no pickle kept)."""
@@ -145,10 +160,14 @@ def _convert_lightgbm(model: Any, frame: Any) -> tuple[bytes, OnnxInputs]:
             "the LightGBM model's categorical features do not match the training frame's "
             "category columns: pass the frame the model was fitted on"
         )
-    categories = {name: tuple(str(c) for c in levels) for name, levels in zip(categorical, known, strict=True)}
+    categories = {
+        name: tuple(str(c) for c in levels) for name, levels in zip(categorical, known, strict=True)
+    }
     onx = convert_lightgbm(
-        booster, initial_types=[("input", FloatTensorType([None, len(features)]))],
-        target_opset=TARGET_OPSET, zipmap=False,
+        booster,
+        initial_types=[("input", FloatTensorType([None, len(features)]))],
+        target_opset=TARGET_OPSET,
+        zipmap=False,
     )
     return onx.SerializeToString(), OnnxInputs("matrix", features, categories)
 
@@ -169,7 +188,8 @@ def _convert_xgboost(model: Any, frame: Any) -> tuple[bytes, OnnxInputs]:
     positional = booster.copy()
     positional.feature_names = None
     onx = convert_xgboost(
-        positional, initial_types=[("input", FloatTensorType([None, len(features)]))],
+        positional,
+        initial_types=[("input", FloatTensorType([None, len(features)]))],
         target_opset=TARGET_OPSET,
     )
     return onx.SerializeToString(), OnnxInputs("matrix", features, {})

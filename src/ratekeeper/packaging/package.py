@@ -113,7 +113,9 @@ def load_package(manifest_bytes: bytes, fetch: Callable[[str], bytes]) -> Packag
         predictor = glm.GLMPredictor(glm.GLMTerms.from_dict(manifest["glm"]))
     elif manifest["flavor"] == "onnx":
         body = manifest["onnx"]
-        predictor = onnx.OnnxPredictor(files[body["file"]], onnx.OnnxInputs.from_dict(body["inputs"]))
+        predictor = onnx.OnnxPredictor(
+            files[body["file"]], onnx.OnnxInputs.from_dict(body["inputs"])
+        )
     else:
         raise UnsupportedModelError(f"unknown flavor {manifest['flavor']!r}")
     return Package(
@@ -148,18 +150,22 @@ def _as_pandas(data: Any) -> Any:
     )
 
 
-def _check_fidelity(model: Any, frame: Any, factors: list[str], rate: np.ndarray, flavor: str) -> None:
+def _check_fidelity(
+    model: Any, frame: Any, factors: list[str], rate: np.ndarray, flavor: str
+) -> None:
     """Refuse a package that does not predict what the in-memory model predicts."""
     rows = np.unique(np.linspace(0, len(frame) - 1, min(FIDELITY_ROWS, len(frame))).astype(int))
     sample = frame.iloc[rows]
     names = getattr(model, "feature_names_in_", None)
-    expected = np.asarray(model.predict(sample[list(names) if names is not None else factors]),
-                          dtype=np.float64).reshape(-1)
+    expected = np.asarray(
+        model.predict(sample[list(names) if names is not None else factors]), dtype=np.float64
+    ).reshape(-1)
     actual = rate[rows]
     scale = np.maximum(np.abs(expected), 1e-12)
     worst = float(np.max(np.abs(actual - expected) / scale))
     if not worst <= TOLERANCE[flavor]:
         raise UnsupportedModelError(
             f"the packaged {flavor} model does not reproduce the original's predictions "
-            f"(max relative difference {worst:.2e} > {TOLERANCE[flavor]:.0e}); refusing to register it"
+            f"(max relative difference {worst:.2e} > {TOLERANCE[flavor]:.0e}); "
+            "refusing to register it"
         )

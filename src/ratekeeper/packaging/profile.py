@@ -53,8 +53,12 @@ class NumericBins:
         return [float(s) / total for s in sums], missing
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "numeric", "edges": list(self.edges), "shares": list(self.shares),
-                "missing": self.missing_share}
+        return {
+            "type": "numeric",
+            "edges": list(self.edges),
+            "shares": list(self.shares),
+            "missing": self.missing_share,
+        }
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,13 @@ class LevelShares:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "categorical", "levels": list(self.levels), "shares": list(self.shares),
-                "other": self.other_share, "missing": self.missing_share}
+        return {
+            "type": "categorical",
+            "levels": list(self.levels),
+            "shares": list(self.shares),
+            "other": self.other_share,
+            "missing": self.missing_share,
+        }
 
 
 Distribution = NumericBins | LevelShares
@@ -144,9 +153,7 @@ class ReferenceProfile:
 def _distribution(body: Mapping[str, Any]) -> Distribution:
     if body["type"] == "numeric":
         return _numeric(body)
-    return LevelShares(
-        tuple(body["levels"]), tuple(body["shares"]), body["other"], body["missing"]
-    )
+    return LevelShares(tuple(body["levels"]), tuple(body["shares"]), body["other"], body["missing"])
 
 
 def _numeric(body: Mapping[str, Any]) -> NumericBins:

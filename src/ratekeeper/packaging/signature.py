@@ -102,9 +102,11 @@ class Signature:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {f.name: f for f in self.fields})
-        object.__setattr__(self, "_level_sets", {
-            f.name: frozenset(f.levels) for f in self.fields if f.levels is not None
-        })
+        object.__setattr__(
+            self,
+            "_level_sets",
+            {f.name: frozenset(f.levels) for f in self.fields if f.levels is not None},
+        )
 
     # -- views ------------------------------------------------------------------------------
     def field(self, name: str) -> Field:
@@ -161,7 +163,7 @@ class Signature:
         id_column: str | None = None,
         policy: ValidationPolicy | None = None,
     ) -> Signature:
-        """Describe ``factors`` (plus the exposure and id columns) as the training frame shows them."""
+        """Describe ``factors``, the exposure and the id column as the training frame shows them."""
         import pandas as pd
 
         fields: list[Field] = []
@@ -203,7 +205,9 @@ class Signature:
             for name in row:
                 if name not in by_name:
                     problems.append(
-                        Problem(str(name), "unknown_field", "is not a field of this model", position)
+                        Problem(
+                            str(name), "unknown_field", "is not a field of this model", position
+                        )
                     )
         return problems
 
@@ -217,7 +221,9 @@ class Signature:
         kind = f.kind
         if kind == CATEGORICAL:
             if type(value) is not str:
-                return Problem(f.name, "wrong_type", f"expected a string, got {_type_name(value)}", row)
+                return Problem(
+                    f.name, "wrong_type", f"expected a string, got {_type_name(value)}", row
+                )
             if value not in self._level_sets[f.name]:  # type: ignore[attr-defined]
                 if self.policy.unseen_level == "allow":
                     return None
@@ -236,11 +242,13 @@ class Signature:
             return Problem(f.name, "wrong_type", f"expected an integer, got {number}", row)
         if f.role == EXPOSURE:
             if number <= 0:
-                return Problem(f.name, "out_of_range", f"exposure must be positive, got {number}", row)
+                return Problem(
+                    f.name, "out_of_range", f"exposure must be positive, got {number}", row
+                )
             return None
-        if self.policy.out_of_range == "reject" and f.minimum is not None:
-            if number < f.minimum or number > f.maximum:  # type: ignore[operator]
-                return Problem(f.name, "out_of_range", _range_message(f, number), row)
+        outside = f.minimum is not None and not f.minimum <= number <= f.maximum  # type: ignore[operator]
+        if outside and self.policy.out_of_range == "reject":
+            return Problem(f.name, "out_of_range", _range_message(f, number), row)
         return None
 
     def check_columns(self, columns: Columns, n_rows: int) -> ValidationReport:
@@ -270,22 +278,28 @@ class Signature:
             return
         nan = np.isnan(column)
         if not f.nullable:
-            out.rows(f.name, "not_finite", nan, lambda i: f"must be a finite number, got {column[i]}")
+            out.rows(
+                f.name, "not_finite", nan, lambda i: f"must be a finite number, got {column[i]}"
+            )
         inf = np.isinf(column)
         out.rows(f.name, "not_finite", inf, lambda i: f"must be a finite number, got {column[i]}")
         finite = ~(nan | inf)
         if f.kind == INTEGER:
             fractional = finite & (np.floor(column) != column)
-            out.rows(f.name, "wrong_type", fractional, lambda i: f"expected an integer, got {column[i]}")
+            out.rows(
+                f.name, "wrong_type", fractional, lambda i: f"expected an integer, got {column[i]}"
+            )
         if f.role == EXPOSURE:
             out.rows(
-                f.name, "out_of_range", finite & (column <= 0),
+                f.name,
+                "out_of_range",
+                finite & (column <= 0),
                 lambda i: f"exposure must be positive, got {column[i]}",
             )
         elif self.policy.out_of_range == "reject" and f.minimum is not None:
             with np.errstate(invalid="ignore"):
                 outside = finite & ((column < f.minimum) | (column > f.maximum))
-            out.rows(f.name, "out_of_range", outside, lambda i: _range_message(f, column[i]))
+            out.rows(f.name, "out_of_range", outside, lambda i: _range_message(f, float(column[i])))
 
     def _check_object_column(self, f: Field, column: np.ndarray, out: _Collector) -> None:
         if f.kind == CATEGORICAL and self.policy.unseen_level == "reject":
@@ -363,8 +377,14 @@ def _infer_field(name: str, series: Any) -> Field:
 
 
 def _type_name(value: Any) -> str:
-    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
-            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def _unseen_message(f: Field, value: str) -> str:

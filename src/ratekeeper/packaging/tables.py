@@ -33,23 +33,33 @@ def rating_tables(package: Package) -> dict[str, list[dict[str, Any]]]:
     terms = GLMTerms.from_dict(package.manifest["glm"])
     log = terms.link == "log"
     tables: dict[str, list[dict[str, Any]]] = {
-        "base": [{
-            "family": terms.family, "link": terms.link, "intercept": terms.intercept,
-            "base_rate": terms.base_rate,
-            "exposure": package.signature.exposure.name if package.signature.exposure else "",
-        }]
+        "base": [
+            {
+                "family": terms.family,
+                "link": terms.link,
+                "intercept": terms.intercept,
+                "base_rate": terms.base_rate,
+                "exposure": package.signature.exposure.name if package.signature.exposure else "",
+            }
+        ]
     }
     for name, coefficients in terms.categorical.items():
         levels = package.signature.field(name).levels or tuple(coefficients)
         tables[name] = [
-            {"level": level, "coefficient": coefficients.get(level, 0.0),
-             "relativity": _relativity(coefficients.get(level, 0.0), log)}
+            {
+                "level": level,
+                "coefficient": coefficients.get(level, 0.0),
+                "relativity": _relativity(coefficients.get(level, 0.0), log),
+            }
             for level in levels
         ]
     for name, coefficient in terms.numeric.items():
         tables[name] = [
-            {"value": value, "coefficient_per_unit": coefficient,
-             "relativity": _relativity(coefficient * value, log)}
+            {
+                "value": value,
+                "coefficient_per_unit": coefficient,
+                "relativity": _relativity(coefficient * value, log),
+            }
             for value in _grid(package, name)
         ]
     return tables

@@ -159,7 +159,8 @@ def transitions(conn: sa.Connection, name: str, version: int | None) -> list[Sta
     if version is not None:
         query = query.where(model_versions.c.version == version)
     return [
-        StageTransition(r.name, r.version, Stage(r.from_stage), Stage(r.to_stage), r.actor, r.at,
-                        r.comment)
+        StageTransition(
+            r.name, r.version, Stage(r.from_stage), Stage(r.to_stage), r.actor, r.at, r.comment
+        )
         for r in conn.execute(query)
     ]

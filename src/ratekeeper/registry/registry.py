@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,14 @@ from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, S
 from ratekeeper.registry.uri import check_alias, check_name, parse_model_uri
 from ratekeeper.settings import Settings
 from ratekeeper.store import database
-from ratekeeper.store.tables import aliases, model_versions, models, registry_state, stage_transitions, version_tags
+from ratekeeper.store.tables import (
+    aliases,
+    model_versions,
+    models,
+    registry_state,
+    stage_transitions,
+    version_tags,
+)
 
 
 def _now() -> datetime:
@@ -61,7 +68,9 @@ class Registry:
         try:
             database.migrate(self.engine)
         except sa.exc.OperationalError as exc:
-            raise InvalidInputError(f"cannot open the registry at {_redact(url)}: {exc.orig}") from None
+            raise InvalidInputError(
+                f"cannot open the registry at {_redact(url)}: {exc.orig}"
+            ) from None
         if artifacts is not None:
             self.settings = replace(self.settings, artifact_root=Path(artifacts))
         self.blobs = LocalBlobStore(self._artifact_root(home / "artifacts"))
@@ -79,10 +88,16 @@ class Registry:
             recorded = conn.execute(sa.select(registry_state.c.artifact_root)).first()
         if recorded is None:
             with database.write_transaction(self.engine) as conn:
-                database.insert_ignoring_conflict(conn, registry_state, {
-                    "id": 1, "generation": 0, "created_at": _now(),
-                    "artifact_root": str((explicit or default).resolve()),
-                })
+                database.insert_ignoring_conflict(
+                    conn,
+                    registry_state,
+                    {
+                        "id": 1,
+                        "generation": 0,
+                        "created_at": _now(),
+                        "artifact_root": str((explicit or default).resolve()),
+                    },
+                )
                 recorded = conn.execute(sa.select(registry_state.c.artifact_root)).first()
         assert recorded is not None
         return Path(explicit) if explicit else Path(recorded.artifact_root)
@@ -107,7 +122,11 @@ class Registry:
         clean_metrics = _check_metrics(metrics)
         clean_tags = _check_tags(tags)
         package = build_package(
-            model, training_data, target=target, exposure=exposure, id_column=id_column,
+            model,
+            training_data,
+            target=target,
+            exposure=exposure,
+            id_column=id_column,
             policy=validation,
         )
         facts = {
@@ -117,7 +136,11 @@ class Registry:
             "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         }
         return self.register_package(
-            package, name, metrics=clean_metrics, lineage=facts, description=description,
+            package,
+            name,
+            metrics=clean_metrics,
+            lineage=facts,
+            description=description,
             tags=clean_tags,
         )
 
@@ -142,24 +165,38 @@ class Registry:
             )
             model_id = queries.model_id(conn, name)
             database.lock_model(conn, model_id)
-            number = 1 + (conn.execute(
-                sa.select(sa.func.coalesce(sa.func.max(model_versions.c.version), 0))
-                .where(model_versions.c.model_id == model_id)
-            ).scalar_one())
+            number = 1 + (
+                conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.max(model_versions.c.version), 0)).where(
+                        model_versions.c.model_id == model_id
+                    )
+                ).scalar_one()
+            )
             version_id = conn.execute(
-                sa.insert(model_versions).values(
-                    model_id=model_id, version=number, flavor=package.flavor,
-                    artifact_digest=digest, artifact_size=package.size, description=description,
-                    created_by=self.user, created_at=now, stage=Stage.NONE.value,
+                sa.insert(model_versions)
+                .values(
+                    model_id=model_id,
+                    version=number,
+                    flavor=package.flavor,
+                    artifact_digest=digest,
+                    artifact_size=package.size,
+                    description=description,
+                    created_by=self.user,
+                    created_at=now,
+                    stage=Stage.NONE.value,
                     stage_changed_at=now,
                     signature=json.dumps(package.signature.to_dict()),
                     profile=json.dumps(package.profile.to_dict()),
-                    metrics=json.dumps(metrics), lineage=json.dumps(lineage),
-                ).returning(model_versions.c.id)
+                    metrics=json.dumps(metrics),
+                    lineage=json.dumps(lineage),
+                )
+                .returning(model_versions.c.id)
             ).scalar_one()
             if tags:
-                conn.execute(sa.insert(version_tags),
-                             [{"version_id": version_id, "key": k, "value": v} for k, v in tags.items()])
+                conn.execute(
+                    sa.insert(version_tags),
+                    [{"version_id": version_id, "key": k, "value": v} for k, v in tags.items()],
+                )
             return queries.to_versions(conn, [queries.version_row(conn, name, number)])[0]
 
     # -- stages and aliases -----------------------------------------------------------------
@@ -172,9 +209,11 @@ class Registry:
         with database.write_transaction(self.engine) as conn:
             row = queries.version_row(conn, name, version)
             database.lock_model(conn, row.model_id)
-            current = Stage(conn.execute(
-                sa.select(model_versions.c.stage).where(model_versions.c.id == row.id)
-            ).scalar_one())
+            current = Stage(
+                conn.execute(
+                    sa.select(model_versions.c.stage).where(model_versions.c.id == row.id)
+                ).scalar_one()
+            )
             if current == target:
                 raise ConflictError(f"{name} version {version} is already in {target.value}")
             if target == Stage.PRODUCTION:
@@ -185,19 +224,42 @@ class Registry:
                     )
                 ).first()
                 if previous is not None:
-                    self._move(conn, previous.id, Stage.PRODUCTION, Stage.ARCHIVED, now,
-                               f"archived: version {version} promoted to Production")
+                    self._move(
+                        conn,
+                        previous.id,
+                        Stage.PRODUCTION,
+                        Stage.ARCHIVED,
+                        now,
+                        f"archived: version {version} promoted to Production",
+                    )
             self._move(conn, row.id, current, target, now, comment)
             database.bump_generation(conn)
             return queries.to_versions(conn, [queries.version_row(conn, name, version)])[0]
 
-    def _move(self, conn: sa.Connection, version_id: int, old: Stage, new: Stage,
-              now: datetime, comment: str | None) -> None:
-        conn.execute(sa.update(model_versions).where(model_versions.c.id == version_id)
-                     .values(stage=new.value, stage_changed_at=now))
-        conn.execute(sa.insert(stage_transitions).values(
-            version_id=version_id, from_stage=old.value, to_stage=new.value, actor=self.user,
-            at=now, comment=comment))
+    def _move(
+        self,
+        conn: sa.Connection,
+        version_id: int,
+        old: Stage,
+        new: Stage,
+        now: datetime,
+        comment: str | None,
+    ) -> None:
+        conn.execute(
+            sa.update(model_versions)
+            .where(model_versions.c.id == version_id)
+            .values(stage=new.value, stage_changed_at=now)
+        )
+        conn.execute(
+            sa.insert(stage_transitions).values(
+                version_id=version_id,
+                from_stage=old.value,
+                to_stage=new.value,
+                actor=self.user,
+                at=now,
+                comment=comment,
+            )
+        )
 
     def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
         """Point ``alias`` (e.g. ``champion``) at a version, moving it if it pointed elsewhere."""
@@ -205,19 +267,29 @@ class Registry:
         with database.write_transaction(self.engine) as conn:
             row = queries.version_row(conn, name, version)
             database.lock_model(conn, row.model_id)
-            conn.execute(sa.delete(aliases).where(aliases.c.model_id == row.model_id,
-                                                  aliases.c.alias == alias))
-            conn.execute(sa.insert(aliases).values(model_id=row.model_id, alias=alias,
-                                                   version_id=row.id, updated_by=self.user,
-                                                   updated_at=_now()))
+            conn.execute(
+                sa.delete(aliases).where(
+                    aliases.c.model_id == row.model_id, aliases.c.alias == alias
+                )
+            )
+            conn.execute(
+                sa.insert(aliases).values(
+                    model_id=row.model_id,
+                    alias=alias,
+                    version_id=row.id,
+                    updated_by=self.user,
+                    updated_at=_now(),
+                )
+            )
             database.bump_generation(conn)
             return queries.to_versions(conn, [row])[0]
 
     def delete_alias(self, name: str, alias: str) -> None:
         with database.write_transaction(self.engine) as conn:
             model_id = queries.model_id(conn, name)
-            deleted = conn.execute(sa.delete(aliases).where(aliases.c.model_id == model_id,
-                                                            aliases.c.alias == alias)).rowcount
+            deleted = conn.execute(
+                sa.delete(aliases).where(aliases.c.model_id == model_id, aliases.c.alias == alias)
+            ).rowcount
             if not deleted:
                 raise NotFoundError(f"model {name!r} has no alias {alias!r}")
             database.bump_generation(conn)
@@ -257,8 +329,11 @@ class Registry:
             if name is not None:
                 queries.model_id(conn, name)
             return queries.find_versions(
-                conn, name=name, stage=Stage.parse(stage) if stage is not None else None,
-                alias=alias, tag=tag_filter,
+                conn,
+                name=name,
+                stage=Stage.parse(stage) if stage is not None else None,
+                alias=alias,
+                tag=tag_filter,
             )
 
     def get_transitions(self, name: str, version: int | None = None) -> list[StageTransition]:
@@ -271,7 +346,9 @@ class Registry:
         ref = parse_model_uri(uri)
         with database.read_transaction(self.engine) as conn:
             if ref.version is not None:
-                return queries.to_versions(conn, [queries.version_row(conn, ref.name, ref.version)])[0]
+                return queries.to_versions(
+                    conn, [queries.version_row(conn, ref.name, ref.version)]
+                )[0]
             queries.model_id(conn, ref.name)
             if ref.alias is not None:
                 found = queries.find_versions(conn, name=ref.name, alias=ref.alias)
@@ -280,8 +357,9 @@ class Registry:
                 found = queries.find_versions(conn, name=ref.name, newest_first=True, limit=1)
                 what = "versions"
             else:
-                found = queries.find_versions(conn, name=ref.name, stage=ref.stage, newest_first=True,
-                                              limit=1)
+                found = queries.find_versions(
+                    conn, name=ref.name, stage=ref.stage, newest_first=True, limit=1
+                )
                 what = f"version in {ref.stage.value if ref.stage else ''}"
         if not found:
             raise NotFoundError(f"model {ref.name!r} has no {what}")
@@ -302,7 +380,9 @@ class Registry:
         try:
             return load_package(self.blobs.get(version.artifact_digest), self.blobs.get)
         except IntegrityError as exc:
-            raise IntegrityError(f"{version.name} version {version.version}: {exc.message}") from None
+            raise IntegrityError(
+                f"{version.name} version {version.version}: {exc.message}"
+            ) from None
 
 
 def package_frame(training_data: Any) -> Any:
@@ -314,7 +394,11 @@ def package_frame(training_data: Any) -> Any:
 def _check_metrics(metrics: Mapping[str, float] | None) -> dict[str, float]:
     clean: dict[str, float] = {}
     for key, value in (metrics or {}).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise InvalidInputError(f"metric {key!r} must be a finite number, got {value!r}")
         clean[str(key)] = float(value)
     return clean
@@ -337,5 +421,5 @@ def _redact(url: str) -> str:
 
 
 def load_model(uri: str, registry: Registry | None = None) -> Scorer:
-    """Load ``models:/name/Production``, ``models:/name@alias`` or ``models:/name/N`` as a scorer."""
+    """Load ``models:/name/Production``, ``models:/name@alias`` or ``models:/name/N``."""
     return (registry or Registry()).load_model(uri)

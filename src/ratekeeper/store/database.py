@@ -94,11 +94,9 @@ def insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict[
 
 
 def bump_generation(conn: sa.Connection) -> None:
-    """Tell every watching server that stages or aliases changed (same transaction as the change)."""
+    """Tell watching servers that stages or aliases changed (in the same transaction)."""
     state = tables.registry_state
-    conn.execute(
-        sa.update(state).where(state.c.id == 1).values(generation=state.c.generation + 1)
-    )
+    conn.execute(sa.update(state).where(state.c.id == 1).values(generation=state.c.generation + 1))
 
 
 def migrate(engine: sa.Engine) -> None:

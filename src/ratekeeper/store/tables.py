@@ -34,7 +34,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             return None
         if isinstance(value, str):  # SQLite returns text for raw SQL expressions
             value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC)
+        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
 
 
 metadata = sa.MetaData(
