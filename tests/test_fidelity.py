@@ -125,3 +125,18 @@ def test_glm_with_binned_factors_goes_to_onnx_and_round_trips(book, registry) ->
     got = registry.load_model(version.uri).predict(book)
     expected = model.predict(book[BE_FACTORS]) * book["expo"].to_numpy()
     assert relative_error(got, expected) < 1e-5
+
+
+def test_glum_glm_with_categorical_factors_round_trips_to_1e9(book, registry) -> None:
+    from glum import GeneralizedLinearRegressor
+
+    frame = book.copy()
+    for name in BE_CATEGORICAL:
+        frame[name] = frame[name].astype("category")
+    model = GeneralizedLinearRegressor(family="poisson", alpha=0, drop_first=True)
+    model.fit(frame[BE_FACTORS], frame["nclaims"] / frame["expo"], sample_weight=frame["expo"])
+    version = registry.register_model(model, "be_glum", training_data=frame, exposure="expo")
+    assert version.flavor == "glm"
+    got = registry.load_model(version.uri).predict(book)
+    expected = model.predict(frame[BE_FACTORS]) * frame["expo"].to_numpy()
+    assert relative_error(got, expected) < 1e-9

@@ -125,6 +125,47 @@ def terms_from_sklearn(model: Any) -> GLMTerms:
     return GLMTerms(family, link, power, intercept, categorical, numeric)
 
 
+def is_glum_glm(model: Any) -> bool:
+    return type(model).__module__.startswith("glum") and hasattr(model, "coef_")
+
+
+def terms_from_glum(model: Any) -> GLMTerms:
+    """Read a fitted glum ``GeneralizedLinearRegressor`` (fitted on a DataFrame, no formula)."""
+    if getattr(model, "formula", None):
+        raise UnsupportedModelError("glum models fitted with a formula are not supported yet")
+    family_name = type(model._family_instance).__name__
+    family = {
+        "PoissonDistribution": "poisson",
+        "GammaDistribution": "gamma",
+        "TweedieDistribution": "tweedie",
+        "NormalDistribution": "normal",
+    }.get(family_name)
+    link = {"LogLink": "log", "IdentityLink": "identity"}.get(type(model._link_instance).__name__)
+    if family is None or link is None:
+        raise UnsupportedModelError(f"glum {family_name} with this link is not supported")
+    power = getattr(model._family_instance, "power", None) if family == "tweedie" else None
+    coefficients = dict(
+        zip(model.feature_names_, np.asarray(model.coef_, dtype=float), strict=True)
+    )
+    categorical: dict[str, dict[str, float]] = {}
+    for name, levels in (model.categorical_levels_ or {}).items():
+        table = {}
+        for level in levels:
+            column = model.categorical_format.format(name=name, category=level)
+            if column in coefficients:  # the dropped (base) level has no coefficient
+                table[str(level)] = float(coefficients.pop(column))
+        categorical[name] = table
+    numeric = {name: float(c) for name, c in coefficients.items()}
+    return GLMTerms(
+        family,
+        link,
+        float(power) if power is not None else None,
+        float(model.intercept_),
+        categorical,
+        numeric,
+    )
+
+
 def is_sklearn_glm(model: Any) -> bool:
     from sklearn.linear_model import GammaRegressor, PoissonRegressor, TweedieRegressor
     from sklearn.pipeline import Pipeline

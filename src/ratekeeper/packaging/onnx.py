@@ -142,7 +142,8 @@ def convert(model: Any, training_frame: Any) -> tuple[bytes, OnnxInputs]:
         return _convert_sklearn(model, training_frame)
     raise UnsupportedModelError(
         f"cannot package a {type(model).__module__}.{type(model).__name__}: supported are "
-        "scikit-learn GLMs and pipelines, LightGBM and XGBoost (no pickle fallback)"
+        "scikit-learn and glum GLMs, scikit-learn pipelines, LightGBM and XGBoost "
+        "(no pickle fallback)"
     )
 
 

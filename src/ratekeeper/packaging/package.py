@@ -130,6 +130,8 @@ def load_package(manifest_bytes: bytes, fetch: Callable[[str], bytes]) -> Packag
 
 def _glm_terms(model: Any) -> glm.GLMTerms | None:
     """Coefficients when the model is a GLM they can represent; else None (→ ONNX)."""
+    if glm.is_glum_glm(model):
+        return glm.terms_from_glum(model)
     if not glm.is_sklearn_glm(model):
         return None
     try:
