@@ -26,5 +26,8 @@ if [ ! -x .venv/bin/python ]; then
     fi
   fi
 fi
+# Pinned, hash-checked dependencies (requirements/*.txt, from `uv pip compile --generate-hashes`),
+# then ratekeeper itself.
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[${EXTRAS}]"
+.venv/bin/python -m pip install --quiet --require-hashes -r "requirements/${EXTRAS}.txt"
+.venv/bin/python -m pip install --quiet --no-deps -e .
