@@ -9,6 +9,7 @@ from ratekeeper.errors import (
     PermissionDeniedError,
     Problem,
     RatekeeperError,
+    UnavailableError,
     UnsupportedModelError,
 )
 from ratekeeper.packaging.signature import Signature, ValidationPolicy
@@ -34,6 +35,7 @@ __all__ = [
     "Signature",
     "Stage",
     "StageTransition",
+    "UnavailableError",
     "UnsupportedModelError",
     "ValidationPolicy",
     "load_model",

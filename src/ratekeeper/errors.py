@@ -64,6 +64,12 @@ class PermissionDeniedError(RatekeeperError):
     code = "permission_denied"
 
 
+class UnavailableError(RatekeeperError):
+    """The service cannot answer right now (models still loading, a version that failed to load)."""
+
+    code = "unavailable"
+
+
 class IntegrityError(RatekeeperError):
     """Stored content does not match its digest, or is missing: never score with it."""
 

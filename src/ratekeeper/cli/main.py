@@ -11,6 +11,7 @@ import click
 
 from ratekeeper.cli import registry_commands
 from ratekeeper.cli.output import errors
+from ratekeeper.cli.serve import serve
 from ratekeeper.errors import RatekeeperError
 from ratekeeper.settings import Settings
 
@@ -65,7 +66,7 @@ def cli(ctx: click.Context, uri: str | None, artifacts: str | None, user: str | 
     ctx.obj = Context(settings, uri, artifacts)
 
 
-for command in registry_commands.COMMANDS:
+for command in [*registry_commands.COMMANDS, serve]:
     cli.add_command(command)
 
 

@@ -85,7 +85,7 @@ def versions_show(obj: Any, name: str, version: int, as_json: bool) -> None:
     """One version: stage, aliases, digest, signature, metrics and lineage."""
     v = obj.registry.get_version(name, version)
     if as_json:
-        click.echo(json.dumps(version_dict(v), indent=2, default=str))
+        click.echo(json.dumps(v.to_dict(), indent=2, default=str))
         return
     data = v.lineage.get("training_data", {})
     git = v.lineage.get("git") or {}
@@ -142,6 +142,16 @@ def stage(obj: Any, name: str, version: int, stage: str, comment: str | None) ->
     """Move VERSION of NAME to STAGE (None, Staging, Production, Archived)."""
     v = obj.registry.transition_stage(name, version, stage, comment=comment)
     console.print(f"{v.name} version {v.version} is now in {v.stage.value}")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--comment", "-m", help="Why (kept in the transition history).")
+@click.pass_obj
+def rollback(obj: Any, name: str, comment: str | None) -> None:
+    """The kill switch: put NAME's previous Production version back into Production."""
+    v = obj.registry.rollback(name, comment=comment)
+    console.print(f"{v.name}: version {v.version} is back in Production")
 
 
 @click.group()
@@ -207,27 +217,6 @@ def export_tables(obj: Any, model_uri: str, output: Path) -> None:
         console.print(f"  {path}")
 
 
-def version_dict(v: ModelVersion) -> dict[str, Any]:
-    return {
-        "name": v.name,
-        "version": v.version,
-        "stage": v.stage.value,
-        "aliases": list(v.aliases),
-        "flavor": v.flavor,
-        "artifact_digest": v.artifact_digest,
-        "artifact_size": v.artifact_size,
-        "created_by": v.created_by,
-        "created_at": v.created_at.isoformat(),
-        "stage_changed_at": v.stage_changed_at.isoformat(),
-        "description": v.description,
-        "metrics": v.metrics,
-        "tags": v.tags,
-        "lineage": v.lineage,
-        "signature": v.signature.to_dict(),
-        "profile": v.profile.to_dict(),
-    }
-
-
 def _version_table(found: list[ModelVersion]) -> None:
     table(
         "Versions",
@@ -248,4 +237,4 @@ def _version_table(found: list[ModelVersion]) -> None:
     )
 
 
-COMMANDS = [models, versions, stage, alias, history, export_tables]
+COMMANDS = [models, versions, stage, rollback, alias, history, export_tables]

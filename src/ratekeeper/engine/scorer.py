@@ -7,13 +7,13 @@ signature declares one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from ratekeeper.errors import InvalidInputError
+from ratekeeper.errors import InvalidInputError, Problem
 from ratekeeper.packaging.frames import to_columns
 from ratekeeper.packaging.package import Package
 from ratekeeper.packaging.signature import Signature, ValidationReport
@@ -67,6 +67,30 @@ class Scorer:
         if self._exposure is not None:
             return rate * np.asarray(columns[self._exposure], dtype=np.float64)
         return rate
+
+    def predict_each(self, policies: Sequence[Any]) -> list[float | list[Problem]]:
+        """Price each policy on its own: a price, or that policy's problems, in order."""
+        results: list[float | list[Problem]] = []
+        valid: list[Mapping[str, Any]] = []
+        positions: list[int] = []
+        for position, policy in enumerate(policies):
+            if not isinstance(policy, Mapping):
+                problem = Problem("policy", "wrong_type", "must be a JSON object", position)
+                results.append([problem])
+                continue
+            problems = self.signature.check_row(policy, position)
+            results.append(problems)
+            if not problems:
+                valid.append(policy)
+                positions.append(position)
+        if valid:
+            columns, n_rows = to_columns(valid)
+            prices = self._predictor.predict_columns(columns, n_rows)
+            if self._exposure is not None:
+                prices = prices * np.asarray(columns[self._exposure], dtype=np.float64)
+            for position, price in zip(positions, prices.tolist(), strict=True):
+                results[position] = price
+        return results
 
     def check(self, data: Any) -> ValidationReport:
         """Every problem with ``data``, without pricing it."""

@@ -66,6 +66,27 @@ class ModelVersion:
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything about the version, JSON-ready (the CLI's --json and the HTTP view)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "stage": self.stage.value,
+            "aliases": list(self.aliases),
+            "flavor": self.flavor,
+            "artifact_digest": self.artifact_digest,
+            "artifact_size": self.artifact_size,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "stage_changed_at": self.stage_changed_at.isoformat(),
+            "description": self.description,
+            "metrics": self.metrics,
+            "tags": self.tags,
+            "lineage": self.lineage,
+            "signature": self.signature.to_dict(),
+            "profile": self.profile.to_dict(),
+        }
+
 
 @dataclass(frozen=True)
 class StageTransition:

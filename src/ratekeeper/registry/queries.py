@@ -41,6 +41,34 @@ def version_row(conn: sa.Connection, name: str, version: int) -> sa.Row[Any]:
     return row
 
 
+def production_version(conn: sa.Connection, model: int) -> int | None:
+    found = conn.execute(
+        sa.select(model_versions.c.version).where(
+            model_versions.c.model_id == model,
+            model_versions.c.stage == Stage.PRODUCTION.value,
+        )
+    ).scalar()
+    return int(found) if found is not None else None
+
+
+def previous_production_version(conn: sa.Connection, model: int, current: int | None) -> int | None:
+    """The last version other than ``current`` that was moved to Production."""
+    query = (
+        sa.select(model_versions.c.version)
+        .join(stage_transitions, stage_transitions.c.version_id == model_versions.c.id)
+        .where(
+            model_versions.c.model_id == model,
+            stage_transitions.c.to_stage == Stage.PRODUCTION.value,
+        )
+        .order_by(stage_transitions.c.id.desc())
+        .limit(1)
+    )
+    if current is not None:
+        query = query.where(model_versions.c.version != current)
+    found = conn.execute(query).scalar()
+    return int(found) if found is not None else None
+
+
 def find_versions(
     conn: sa.Connection,
     *,

@@ -205,36 +205,53 @@ class Registry:
     ) -> ModelVersion:
         """Move a version to a stage; promoting to Production archives the previous one."""
         target = Stage.parse(stage)
-        now = _now()
         with database.write_transaction(self.engine) as conn:
-            row = queries.version_row(conn, name, version)
-            database.lock_model(conn, row.model_id)
-            current = Stage(
-                conn.execute(
-                    sa.select(model_versions.c.stage).where(model_versions.c.id == row.id)
-                ).scalar_one()
+            return self._transition(conn, name, version, target, comment)
+
+    def rollback(self, name: str, *, comment: str | None = None) -> ModelVersion:
+        """The kill switch: put the previous Production version back, in one transaction.
+
+        The previous Production version is the last version other than the current one that
+        was moved to Production. The current one is archived; both moves are in the history.
+        """
+        with database.write_transaction(self.engine) as conn:
+            model_id = queries.model_id(conn, name)
+            database.lock_model(conn, model_id)
+            current = queries.production_version(conn, model_id)
+            previous = queries.previous_production_version(conn, model_id, current)
+            if previous is None:
+                raise ConflictError(f"model {name!r} has no previous Production version")
+            why = f"rollback from version {current}" if current else "rollback"
+            return self._transition(
+                conn, name, previous, Stage.PRODUCTION, f"{why}: {comment}" if comment else why
             )
-            if current == target:
-                raise ConflictError(f"{name} version {version} is already in {target.value}")
-            if target == Stage.PRODUCTION:
-                previous = conn.execute(
-                    sa.select(model_versions.c.id, model_versions.c.version).where(
-                        model_versions.c.model_id == row.model_id,
-                        model_versions.c.stage == Stage.PRODUCTION.value,
-                    )
-                ).first()
-                if previous is not None:
-                    self._move(
-                        conn,
-                        previous.id,
-                        Stage.PRODUCTION,
-                        Stage.ARCHIVED,
-                        now,
-                        f"archived: version {version} promoted to Production",
-                    )
-            self._move(conn, row.id, current, target, now, comment)
-            database.bump_generation(conn)
-            return queries.to_versions(conn, [queries.version_row(conn, name, version)])[0]
+
+    def _transition(
+        self, conn: sa.Connection, name: str, version: int, target: Stage, comment: str | None
+    ) -> ModelVersion:
+        now = _now()
+        row = queries.version_row(conn, name, version)
+        database.lock_model(conn, row.model_id)
+        current = Stage(
+            conn.execute(
+                sa.select(model_versions.c.stage).where(model_versions.c.id == row.id)
+            ).scalar_one()
+        )
+        if current == target:
+            raise ConflictError(f"{name} version {version} is already in {target.value}")
+        if target == Stage.PRODUCTION:
+            previous = conn.execute(
+                sa.select(model_versions.c.id).where(
+                    model_versions.c.model_id == row.model_id,
+                    model_versions.c.stage == Stage.PRODUCTION.value,
+                )
+            ).scalar()
+            if previous is not None:
+                archived = f"archived: version {version} promoted to Production"
+                self._move(conn, previous, Stage.PRODUCTION, Stage.ARCHIVED, now, archived)
+        self._move(conn, row.id, current, target, now, comment)
+        database.bump_generation(conn)
+        return queries.to_versions(conn, [queries.version_row(conn, name, version)])[0]
 
     def _move(
         self,

@@ -1,0 +1,80 @@
+"""``ratekeeper serve``: the rating engine over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, help="Port (0 picks a free one).")
+@click.option("--workers", default=1, show_default=True, help="Worker processes.")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME",
+    help="Serve only these models [default: every model with a Production version].",
+)
+@click.option(
+    "--invocations-model",
+    metavar="NAME[@ALIAS]",
+    help="The model behind POST /invocations (the MLflow scoring protocol).",
+)
+@click.option(
+    "--poll-interval",
+    default=0.2,
+    show_default=True,
+    help="Seconds between two checks of the registry for promotions (hot swap).",
+)
+@click.option(
+    "--max-policies",
+    default=1000,
+    show_default=True,
+    help="Most policies in one /score or /invocations request.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.pass_obj
+def serve(
+    obj: Any,
+    host: str,
+    port: int,
+    workers: int,
+    models: tuple[str, ...],
+    invocations_model: str | None,
+    poll_interval: float,
+    max_policies: int,
+    log_level: str,
+) -> None:
+    """Start the rating engine: quotes over HTTP, following the registry's promotions."""
+    from ratekeeper.http.app import AppConfig
+    from ratekeeper.http.server import ServeConfig
+    from ratekeeper.http.server import serve as run
+
+    if workers < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--workers")
+    _ = obj.registry  # open (and migrate) the registry here, so a bad URI fails fast
+    run(
+        ServeConfig(
+            settings=obj.settings,
+            registry_uri=obj.uri,
+            artifacts=obj.artifacts,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            app=AppConfig(
+                models=list(models) or None,
+                invocations_model=invocations_model,
+                poll_interval=poll_interval,
+                max_policies=max_policies,
+            ),
+        )
+    )

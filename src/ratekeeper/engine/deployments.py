@@ -1,0 +1,231 @@
+"""What a rating server serves right now, and how it follows the registry (hot swap).
+
+A ``Deployments`` object maps each served model to its Production scorer and to the scorers of
+its aliases. ``refresh()`` reads the registry's generation counter (bumped by every stage and
+alias move, by any process); when it changed, it loads the versions now wanted *beside* the old
+ones and then replaces the whole table in one assignment. A request holds the scorer it started
+with, so in-flight requests finish on the old version and no request ever sees a half-loaded
+one. A version that fails to load (missing or corrupted artifact) is refused: the slot keeps its
+old scorer, and the failure is reported by ``status()`` and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ratekeeper.engine.scorer import Scorer
+from ratekeeper.errors import NotFoundError, RatekeeperError, UnavailableError
+from ratekeeper.registry.entities import ModelVersion, Stage
+from ratekeeper.registry.registry import Registry
+
+log = logging.getLogger("ratekeeper.engine")
+PINNED_CACHE = 16  # scorers of explicitly pinned versions (?version=N) kept per process
+
+
+@dataclass(frozen=True)
+class Served:
+    """One model's live scorers: ``slots`` maps "Production" or an alias to a scorer."""
+
+    name: str
+    slots: dict[str, Scorer]
+
+    @property
+    def production(self) -> Scorer | None:
+        return self.slots.get(Stage.PRODUCTION.value)
+
+
+@dataclass
+class LoadFailure:
+    name: str
+    version: int
+    slot: str
+    error: str
+    at: float = field(default_factory=time.time)
+
+
+class Deployments:
+    def __init__(
+        self,
+        registry: Registry,
+        models: list[str] | None = None,
+        *,
+        on_swap: Callable[[str, str, int], None] | None = None,
+        on_failure: Callable[[LoadFailure], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.explicit_models = list(models) if models else None
+        self._table: dict[str, Served] = {}
+        self._generation: int | None = None
+        self._failures: dict[tuple[str, str], LoadFailure] = {}
+        self._pinned: dict[tuple[str, int], Scorer] = {}
+        self._lock = threading.Lock()  # one refresh at a time; readers never take it
+        self._on_swap = on_swap
+        self._on_failure = on_failure
+        self.ready = False
+
+    # -- reading (the request path) ---------------------------------------------------------
+    def served(self, name: str) -> Served:
+        found = self._table.get(name)
+        if found is None:
+            if not self.ready:
+                raise UnavailableError("the rating server is still loading its models")
+            raise NotFoundError(f"model {name!r} is not served here")
+        return found
+
+    def scorer(
+        self, name: str, *, version: int | None = None, alias: str | None = None
+    ) -> tuple[Scorer, str]:
+        """The scorer for a request and what it is served as (``Production`` or the alias)."""
+        served = self.served(name)
+        if alias is not None:
+            scorer = served.slots.get(alias)
+            if scorer is None:
+                self._raise_if_failed(name, alias)
+                raise NotFoundError(f"model {name!r} has no alias {alias!r} here")
+            return scorer, alias
+        if version is not None:
+            for slot, scorer in served.slots.items():
+                if scorer.version == version:
+                    return scorer, slot
+            return self._pinned_scorer(name, version), f"version {version}"
+        if served.production is None:
+            self._raise_if_failed(name, Stage.PRODUCTION.value)
+            raise NotFoundError(f"model {name!r} has no Production version")
+        return served.production, Stage.PRODUCTION.value
+
+    def _raise_if_failed(self, name: str, slot: str) -> None:
+        failure = self._failures.get((name, slot))
+        if failure is not None:
+            raise UnavailableError(
+                f"{name} version {failure.version} ({slot}) failed to load: {failure.error}"
+            )
+
+    def _pinned_scorer(self, name: str, version: int) -> Scorer:
+        key = (name, version)
+        scorer = self._pinned.get(key)
+        if scorer is None:
+            scorer = self.registry.load_model(f"models:/{name}/{version}")
+            if len(self._pinned) >= PINNED_CACHE:
+                self._pinned.pop(next(iter(self._pinned)))
+            self._pinned[key] = scorer
+        return scorer
+
+    def names(self) -> list[str]:
+        return sorted(self._table)
+
+    def served_versions(self) -> dict[str, dict[str, int]]:
+        """model → slot ("Production" or an alias) → version, as served right now."""
+        return _versions(self._table)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "ready": self.ready,
+            "generation": self._generation,
+            "models": self.served_versions(),
+            "load_failures": [
+                {"model": f.name, "version": f.version, "slot": f.slot, "error": f.error}
+                for f in self._failures.values()
+            ],
+        }
+
+    # -- following the registry -------------------------------------------------------------
+    def refresh(self, *, force: bool = False) -> bool:
+        """Swap in what the registry now says is live; True when the table changed."""
+        with self._lock:
+            generation = self.registry.generation()
+            if generation == self._generation and not force:
+                return False
+            wanted = self._wanted()
+            table: dict[str, Served] = {}
+            for name, slots in wanted.items():
+                old = self._table.get(name)
+                table[name] = Served(name, self._load_slots(name, slots, old))
+            changed = _versions(table) != _versions(self._table)
+            for name, served in table.items():
+                for slot, scorer in served.slots.items():
+                    previous = self._table.get(name)
+                    before = previous.slots.get(slot) if previous else None
+                    if before is None or before.version != scorer.version:
+                        log.info("serving %s %s = version %d", name, slot, scorer.version)
+                        if self._on_swap:
+                            self._on_swap(name, slot, scorer.version)
+            self._table = table  # the swap: one reference assignment
+            self._generation = generation
+            self.ready = True
+            return changed
+
+    def _wanted(self) -> dict[str, dict[str, ModelVersion]]:
+        names = self.explicit_models
+        models = {m.name: m for m in self.registry.list_models()}
+        if names is None:
+            names = [n for n, m in models.items() if m.production_version is not None]
+        wanted: dict[str, dict[str, ModelVersion]] = {}
+        for name in names:
+            if name not in models:
+                raise NotFoundError(f"model {name!r} does not exist")
+            slots: dict[str, ModelVersion] = {}
+            for version in self.registry.list_versions(name):
+                if version.stage == Stage.PRODUCTION:
+                    slots[Stage.PRODUCTION.value] = version
+                for alias in version.aliases:
+                    slots[alias] = version
+            wanted[name] = slots
+        return wanted
+
+    def _load_slots(
+        self, name: str, slots: dict[str, ModelVersion], old: Served | None
+    ) -> dict[str, Scorer]:
+        loaded: dict[str, Scorer] = {}
+        by_digest = {
+            s.model_version.artifact_digest: s for s in (old.slots.values() if old else ())
+        }
+        for slot, version in slots.items():
+            reuse = by_digest.get(version.artifact_digest)
+            if reuse is not None and reuse.version == version.version:
+                loaded[slot] = reuse
+                self._failures.pop((name, slot), None)
+                continue
+            try:
+                scorer = Scorer(version, self.registry.load_package(version))
+            except RatekeeperError as exc:
+                failure = LoadFailure(name, version.version, slot, exc.message)
+                self._failures[(name, slot)] = failure
+                log.error(
+                    "refusing to serve %s version %d as %s: %s",
+                    name,
+                    version.version,
+                    slot,
+                    exc.message,
+                )
+                if self._on_failure:
+                    self._on_failure(failure)
+                kept = old.slots.get(slot) if old else None
+                if kept is not None:
+                    loaded[slot] = kept  # keep serving the old version
+                continue
+            by_digest[version.artifact_digest] = scorer
+            loaded[slot] = scorer
+            self._failures.pop((name, slot), None)
+        return loaded
+
+    def watch(self, interval: float, stop: threading.Event) -> threading.Thread:
+        """Poll the generation counter every ``interval`` seconds in a daemon thread."""
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.refresh(force=not self.ready)  # retry a failed first load too
+                except Exception:  # never let the watcher die: log and poll again
+                    log.exception("registry refresh failed")
+
+        thread = threading.Thread(target=loop, name="ratekeeper-watcher", daemon=True)
+        thread.start()
+        return thread
+
+
+def _versions(table: dict[str, Served]) -> dict[str, dict[str, int]]:
+    return {n: {k: s.version for k, s in served.slots.items()} for n, served in table.items()}

@@ -1,0 +1,1 @@
+"""The rating engine's HTTP service: app factory, routes, error mapping, metrics, server."""

@@ -1,0 +1,297 @@
+"""The rating engine's HTTP app: quotes, batch scores, MLflow invocations, registry views."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from ratekeeper.engine.deployments import Deployments, LoadFailure
+from ratekeeper.engine.ids import new_quote_id
+from ratekeeper.errors import InvalidInputError, Problem, RatekeeperError
+from ratekeeper.http import protocol, schemas
+from ratekeeper.http.errors import (
+    HTTPProblem,
+    error_response,
+    handle_ratekeeper_error,
+    json_response,
+)
+from ratekeeper.http.metrics import Metrics
+from ratekeeper.registry.registry import Registry
+
+log = logging.getLogger("ratekeeper.http")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    models: list[str] | None = None
+    """Serve only these models (default: every model with a Production version)."""
+    invocations_model: str | None = None
+    """The model behind ``POST /invocations`` (MLflow protocol): ``NAME`` or ``NAME@alias``."""
+    poll_interval: float = 0.2
+    """Seconds between two reads of the registry's generation counter (hot swap)."""
+    max_body_bytes: int = 1_000_000
+    max_policies: int = 1000
+    multiprocess_metrics: bool = False
+
+
+def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
+    config = config or AppConfig()
+    metrics = Metrics(multiprocess=config.multiprocess_metrics)
+
+    def swapped(name: str, slot: str, version: int) -> None:
+        metrics.swaps.labels(name, slot).inc()
+        metrics.served_version.labels(name, slot).set(version)
+
+    def failed(failure: LoadFailure) -> None:
+        metrics.load_failures.labels(failure.name, str(failure.version)).inc()
+
+    deployments = Deployments(registry, config.models, on_swap=swapped, on_failure=failed)
+    stop = threading.Event()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The server normally calls load_models() before it listens; if that failed (or was not
+        # done), load in the background while /readyz says 503. Then follow the registry.
+        if not deployments.ready:
+            threading.Thread(target=load_models, name="ratekeeper-load", daemon=True).start()
+        deployments.watch(config.poll_interval, stop)
+        yield
+        stop.set()
+
+    def load_models() -> bool:
+        try:
+            deployments.refresh(force=True)
+        except RatekeeperError as exc:
+            log.error("cannot load the models: %s", exc.message)
+            return False
+        return True
+
+    app = FastAPI(
+        title="ratekeeper rating engine",
+        version="1",
+        description="Real-time quotes from the registry's Production versions, with hot swap.",
+        lifespan=lifespan,
+    )
+    app.state.deployments = deployments
+    app.state.load_models = load_models
+    app.state.metrics = metrics
+    app.add_exception_handler(RatekeeperError, handle_ratekeeper_error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            Problem(".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "invalid", e["msg"])
+            for e in exc.errors()
+        ]
+        return error_response(InvalidInputError("the request's parameters are invalid", problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        response = error_response(HTTPProblem(code, str(exc.detail)))
+        response.status_code = exc.status_code
+        return response
+
+    # -- pricing ----------------------------------------------------------------------------
+    @app.post(
+        "/v1/models/{name}/quote",
+        response_model=schemas.QuoteResponse,
+        responses=schemas.ERRORS,
+        openapi_extra=schemas.POLICY_BODY,
+        tags=["pricing"],
+        summary="Price one policy",
+    )
+    async def quote(
+        name: str,
+        request: Request,
+        version: int | None = Query(None, ge=1, description="pin a version"),
+        alias: str | None = Query(None, description="use the version behind this alias"),
+    ) -> Response:
+        started = time.perf_counter()
+        label = "-"
+        try:
+            scorer, served_by = deployments.scorer(name, version=version, alias=alias)
+            label = str(scorer.version)
+            policy = protocol.one_policy(await protocol.read_json(request, config.max_body_bytes))
+            prediction = scorer.predict_one(policy)
+        except RatekeeperError as exc:
+            metrics.observe("quote", name, label, exc.code, time.perf_counter() - started)
+            return error_response(exc)
+        body = {
+            "quote_id": new_quote_id(),
+            "model": name,
+            "version": scorer.version,
+            "prediction": prediction,
+            "served_by": served_by,
+        }
+        metrics.observe("quote", name, label, "ok", time.perf_counter() - started)
+        return json_response(body)
+
+    @app.post(
+        "/v1/models/{name}/score",
+        response_model=schemas.ScoreResponse,
+        responses=schemas.ERRORS,
+        openapi_extra=schemas.POLICIES_BODY,
+        tags=["pricing"],
+        summary="Price a list of policies: one result or one error per policy, in order",
+    )
+    async def score(
+        name: str,
+        request: Request,
+        version: int | None = Query(None, ge=1),
+        alias: str | None = Query(None),
+    ) -> Response:
+        started = time.perf_counter()
+        label = "-"
+        try:
+            scorer, served_by = deployments.scorer(name, version=version, alias=alias)
+            label = str(scorer.version)
+            body = await protocol.read_json(request, config.max_body_bytes)
+            policies = protocol.policy_list(body, config.max_policies)
+            priced = scorer.predict_each(policies)
+        except RatekeeperError as exc:
+            metrics.observe("score", name, label, exc.code, time.perf_counter() - started)
+            return error_response(exc)
+        results: list[dict[str, Any]] = []
+        for outcome in priced:
+            if isinstance(outcome, float):
+                results.append({"quote_id": new_quote_id(), "prediction": outcome})
+            else:
+                error = InvalidInputError(f"{outcome[0].field}: {outcome[0].message}", outcome)
+                results.append({"error": error.to_dict()})
+        metrics.policies.labels(name, label).inc(len(policies))
+        metrics.observe("score", name, label, "ok", time.perf_counter() - started)
+        return json_response(
+            {"model": name, "version": scorer.version, "served_by": served_by, "results": results}
+        )
+
+    @app.post(
+        "/invocations",
+        response_model=schemas.InvocationsResponse,
+        responses=schemas.ERRORS,
+        openapi_extra=schemas.INVOCATIONS_BODY,
+        tags=["pricing"],
+        summary="MLflow scoring protocol, for clients of `mlflow models serve`",
+    )
+    async def invocations(request: Request) -> Response:
+        target = config.invocations_model
+        if target is None:
+            raise HTTPProblem(
+                "not_found",
+                "no model behind /invocations: start the server with --invocations-model NAME",
+            )
+        name, _, alias = target.partition("@")
+        scorer, _ = deployments.scorer(name, alias=alias or None)
+        started = time.perf_counter()
+        try:
+            rows = protocol.mlflow_records(
+                await protocol.read_json(request, config.max_body_bytes), config.max_policies
+            )
+            predictions = scorer.predict(rows).tolist() if rows else []
+        except RatekeeperError as exc:
+            metrics.observe(
+                "invocations", name, str(scorer.version), exc.code, time.perf_counter() - started
+            )
+            raise
+        metrics.observe(
+            "invocations", name, str(scorer.version), "ok", time.perf_counter() - started
+        )
+        return json_response({"predictions": predictions})
+
+    # -- registry views ---------------------------------------------------------------------
+    @app.get(
+        "/v1/models", tags=["registry"], summary="Registered models and what this server serves"
+    )
+    def list_models() -> Response:
+        served = deployments.served_versions()
+        return json_response(
+            {
+                "models": [
+                    {
+                        "name": m.name,
+                        "latest_version": m.latest_version,
+                        "production_version": m.production_version,
+                        "aliases": m.aliases,
+                        "created_by": m.created_by,
+                        "created_at": m.created_at.isoformat(),
+                        "served": served.get(m.name),
+                    }
+                    for m in registry.list_models()
+                ]
+            }
+        )
+
+    @app.get(
+        "/v1/models/{name}",
+        tags=["registry"],
+        responses=schemas.ERRORS,
+        summary="One model: its versions, stages and aliases",
+    )
+    def get_model(name: str) -> Response:
+        model = registry.get_model(name)
+        return json_response(
+            {
+                "name": model.name,
+                "latest_version": model.latest_version,
+                "production_version": model.production_version,
+                "aliases": model.aliases,
+                "versions": [
+                    {
+                        "version": v.version,
+                        "stage": v.stage.value,
+                        "aliases": list(v.aliases),
+                        "flavor": v.flavor,
+                        "metrics": v.metrics,
+                        "created_by": v.created_by,
+                        "created_at": v.created_at.isoformat(),
+                    }
+                    for v in registry.list_versions(name)
+                ],
+            }
+        )
+
+    @app.get(
+        "/v1/models/{name}/versions/{version}",
+        tags=["registry"],
+        responses=schemas.ERRORS,
+        summary="One version: signature, metrics, lineage, reference profile",
+    )
+    def get_version(name: str, version: int) -> Response:
+        return json_response(registry.get_version(name, version).to_dict())
+
+    # -- operations -------------------------------------------------------------------------
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        responses={503: {"model": schemas.ErrorBody}},
+        summary="Ready once the models are loaded; lists load failures",
+    )
+    async def readyz() -> Response:
+        status = deployments.status()
+        if not status["ready"]:
+            return json_response(
+                {"error": {"code": "unavailable", "message": "loading models"}}, 503
+            )
+        status["status"] = "degraded" if status["load_failures"] else "ok"
+        return json_response(status)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    return app

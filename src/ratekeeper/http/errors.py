@@ -1,0 +1,54 @@
+"""The one place where errors become HTTP responses, with one JSON body shape everywhere.
+
+    {"error": {"code": "invalid_input", "message": "...", "problems": [
+        {"field": "driver_age", "code": "out_of_range", "message": "...", "row": 3}]}}
+
+``problems`` is present only when there are field-level problems; ``row`` only for lists of
+policies. Messages never echo a whole request payload.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ratekeeper.errors import RatekeeperError
+
+STATUS = {
+    "not_found": 404,
+    "conflict": 409,
+    "invalid_input": 422,
+    "unsupported_model": 422,
+    "permission_denied": 403,
+    "unauthenticated": 401,
+    "unavailable": 503,
+    "integrity_error": 503,
+    "malformed_json": 400,
+    "bad_request": 400,
+    "payload_too_large": 413,
+    "method_not_allowed": 405,
+}
+
+
+class HTTPProblem(RatekeeperError):
+    """An error that only exists at the HTTP layer (malformed JSON, oversized body, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def error_response(error: RatekeeperError) -> Response:
+    return json_response({"error": error.to_dict()}, STATUS.get(error.code, 500))
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def handle_ratekeeper_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RatekeeperError)
+    return error_response(exc)

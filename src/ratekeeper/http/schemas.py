@@ -1,0 +1,135 @@
+"""Response and request shapes, for the OpenAPI document (the hot path serialises with orjson)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+POLICY_EXAMPLE = {
+    "area": "C",
+    "fuel": "diesel",
+    "cover": "TPL",
+    "driver_age": 40,
+    "vehicle_age": 3,
+    "bonus_malus": 2,
+    "power_kw": 90,
+    "exposure": 1.0,
+}
+
+
+class ProblemBody(BaseModel):
+    field: str
+    code: str = Field(
+        description="missing, unknown_field, wrong_type, unseen_level, not_finite or out_of_range"
+    )
+    message: str
+    row: int | None = Field(None, description="position in a list of policies")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    problems: list[ProblemBody] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class QuoteResponse(BaseModel):
+    quote_id: str = Field(description="unique, time-ordered id of this quote")
+    model: str
+    version: int
+    prediction: float = Field(description="expected value for the policy, exposure included")
+    served_by: str = Field(description='"Production", an alias, or "version N" when pinned')
+
+
+class ScoreResult(BaseModel):
+    quote_id: str | None = None
+    prediction: float | None = None
+    error: ErrorDetail | None = None
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    version: int
+    served_by: str
+    results: list[ScoreResult]
+
+
+class InvocationsResponse(BaseModel):
+    predictions: list[float]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "malformed JSON",
+        404: "unknown model, version or alias",
+        413: "request body or list too large",
+        422: "the policy fails the model's signature (every problem, by field)",
+        503: "models still loading, or the version failed to load",
+    }.items()
+}
+
+POLICY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "description": "one policy: rating factors (and exposure) by name",
+                },
+                "example": POLICY_EXAMPLE,
+            }
+        },
+    }
+}
+
+POLICIES_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {
+                            "type": "array",
+                            "items": {"type": "object", "additionalProperties": True},
+                        },
+                        {
+                            "type": "object",
+                            "properties": {
+                                "policies": {
+                                    "type": "array",
+                                    "items": {"type": "object", "additionalProperties": True},
+                                }
+                            },
+                            "required": ["policies"],
+                        },
+                    ]
+                },
+                "example": {"policies": [POLICY_EXAMPLE]},
+            }
+        },
+    }
+}
+
+INVOCATIONS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": "MLflow scoring protocol: exactly one of "
+                    "dataframe_split, dataframe_records, inputs, instances",
+                },
+                "example": {"dataframe_records": [POLICY_EXAMPLE]},
+            }
+        },
+    }
+}
