@@ -16,7 +16,7 @@ import numpy as np
 from ratekeeper.errors import InvalidInputError, Problem
 from ratekeeper.packaging.frames import to_columns
 from ratekeeper.packaging.package import Package
-from ratekeeper.packaging.signature import Signature, ValidationReport
+from ratekeeper.packaging.signature import Signature, ValidationReport, problems_error
 from ratekeeper.registry.entities import ModelVersion
 
 
@@ -54,8 +54,7 @@ class Scorer:
             raise InvalidInputError(f"a policy must be a mapping, not {type(policy).__name__}")
         problems = self.signature.check_row(policy)
         if problems:
-            first = problems[0]
-            raise InvalidInputError(f"{first.field}: {first.message}", problems)
+            raise problems_error(problems)
         rate = self._predictor.predict_row(policy)
         return rate * policy[self._exposure] if self._exposure is not None else rate
 

@@ -26,6 +26,7 @@ from ratekeeper.http.errors import (
     json_response,
 )
 from ratekeeper.http.metrics import Metrics
+from ratekeeper.packaging.signature import problems_error
 from ratekeeper.registry.registry import Registry
 
 log = logging.getLogger("ratekeeper.http")
@@ -167,8 +168,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
             if isinstance(outcome, float):
                 results.append({"quote_id": new_quote_id(), "prediction": outcome})
             else:
-                error = InvalidInputError(f"{outcome[0].field}: {outcome[0].message}", outcome)
-                results.append({"error": error.to_dict()})
+                results.append({"error": problems_error(outcome).to_dict()})
         metrics.policies.labels(name, label).inc(len(policies))
         metrics.observe("score", name, label, "ok", time.perf_counter() - started)
         return json_response(
@@ -289,7 +289,18 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         status["status"] = "degraded" if status["load_failures"] else "ok"
         return json_response(status)
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def prometheus() -> Response:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

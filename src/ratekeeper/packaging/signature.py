@@ -88,10 +88,16 @@ class ValidationReport:
 
     def raise_for_problems(self) -> None:
         if not self.ok:
-            first = self.problems[0]
-            where = f"row {first.row}, " if first.row is not None else ""
-            more = f" (and {self.n_problems - 1} more)" if self.n_problems > 1 else ""
-            raise InvalidInputError(f"{where}{first.field}: {first.message}{more}", self.problems)
+            raise problems_error(self.problems, self.n_problems)
+
+
+def problems_error(problems: list[Problem], total: int | None = None) -> InvalidInputError:
+    """One error for a list of problems: the first in the message, all of them attached."""
+    first = problems[0]
+    where = f"row {first.row}, " if first.row is not None else ""
+    extra = (total if total is not None else len(problems)) - 1
+    more = f" (and {extra} more)" if extra > 0 else ""
+    return InvalidInputError(f"{where}{first.field}: {first.message}{more}", problems)
 
 
 @dataclass(frozen=True)

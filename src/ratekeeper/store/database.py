@@ -6,6 +6,8 @@ Every dialect quirk of the registry store lives in this one module:
   transaction starts with ``BEGIN IMMEDIATE`` so that two writers serialise at the start of the
   transaction instead of failing at commit with "database is locked".
 - PostgreSQL serialises writers of one model with ``SELECT ... FOR UPDATE`` on the model row.
+- PostgreSQL serialises migrations (processes opening a new registry at once) with a
+  transaction-level advisory lock.
 - ``INSERT ... ON CONFLICT DO NOTHING`` exists on both, under dialect-specific constructs.
 """
 
@@ -28,6 +30,7 @@ HEAD_REVISION = "0001"
 """The newest migration; opening a registry at this revision skips Alembic entirely."""
 
 _SQLITE_BUSY_TIMEOUT_MS = 60_000
+_MIGRATION_LOCK_KEY = 0x7261_7465  # "rate": the PostgreSQL advisory lock held while migrating
 
 
 def create_engine(url: str) -> sa.Engine:
@@ -111,6 +114,10 @@ def migrate(engine: sa.Engine) -> None:
         "script_location", str(resources.files("ratekeeper.store") / "migrations")
     )
     with write_transaction(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            # Processes opening a new registry at once: the others wait here, then find the
+            # schema already created (SQLite: already serialised by BEGIN IMMEDIATE).
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
 

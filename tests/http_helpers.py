@@ -1,0 +1,45 @@
+"""Shared pieces of the HTTP tests: a registry with a GLM champion and a GBM challenger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ratekeeper as rk
+from ratekeeper.demo import train_gbm, train_glm
+from ratekeeper.synthetic import RATING_FACTORS, motor_portfolio
+
+MODEL = "motor_frequency"
+
+
+def make_registry(folder: Path, n_policies: int = 3000) -> tuple[rk.Registry, Any]:
+    book = motor_portfolio(n_policies, seed=21)
+    registry = rk.Registry(folder, user="modeller")
+    glm = train_glm(book)
+    registry.register_model(
+        glm, MODEL, training_data=book, exposure="exposure", id_column="policy_id"
+    )
+    registry.register_model(
+        train_gbm(book, n_trees=20),
+        MODEL,
+        training_data=book,
+        exposure="exposure",
+        id_column="policy_id",
+    )
+    registry.register_model(
+        glm,
+        MODEL,
+        training_data=book.head(n_policies - 1),
+        exposure="exposure",
+        id_column="policy_id",
+    )
+    registry.transition_stage(MODEL, 1, "Production")
+    registry.set_alias(MODEL, "challenger", 2)
+    return registry, book
+
+
+def policies(book: Any, n: int) -> list[dict[str, Any]]:
+    rows = book[[*RATING_FACTORS, "exposure"]].head(n).to_dict("records")
+    return [
+        {k: (str(v) if k in ("area", "fuel", "cover") else v) for k, v in r.items()} for r in rows
+    ]
