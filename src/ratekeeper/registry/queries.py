@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ratekeeper.errors import NotFoundError
+from ratekeeper.errors import InvalidInputError, NotFoundError
 from ratekeeper.packaging.profile import ReferenceProfile
 from ratekeeper.packaging.signature import Signature
 from ratekeeper.registry.entities import (
@@ -29,7 +29,15 @@ def model_id(conn: sa.Connection, name: str) -> int:
     return int(found)
 
 
+MAX_VERSION = 2**31 - 1  # the column is a 32-bit INTEGER on PostgreSQL
+
+
 def version_row(conn: sa.Connection, name: str, version: int) -> sa.Row[Any]:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidInputError(f"version must be a positive integer, not {version!r}")
+    if version > MAX_VERSION:
+        model_id(conn, name)
+        raise NotFoundError(f"model {name!r} has no version {version}")
     row = conn.execute(
         sa.select(*_VERSION_COLUMNS)
         .join(models, models.c.id == model_versions.c.model_id)
