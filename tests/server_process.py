@@ -1,0 +1,91 @@
+"""Start a real `ratekeeper serve` process on 127.0.0.1 for a test, and always stop it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def rating_server(
+    registry_folder: Path, *args: str, workers: int = 2, timeout: float = 60.0
+) -> Iterator[int]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "ratekeeper",
+        "--registry",
+        str(registry_folder),
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+        *args,
+    ]
+    log = open(registry_folder / f"server-{port}.log", "w")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (registry_folder / f"server-{port}.log").read_text()
+            try:
+                status, _ = request(port, "GET", "/readyz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise TimeoutError("the rating server did not become ready")
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        log.close()
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    connection: http.client.HTTPConnection | None = None,
+) -> tuple[int, Any]:
+    own = connection is None
+    conn = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        payload = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=payload, headers={"content-type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        kind = response.getheader("content-type", "")
+        return response.status, json.loads(data) if "json" in kind else data.decode()
+    finally:
+        if own:
+            conn.close()
