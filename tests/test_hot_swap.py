@@ -14,10 +14,10 @@ import threading
 import time
 
 import pytest
-
-import ratekeeper as rk
 from tests.http_helpers import MODEL, policies
 from tests.server_process import rating_server, request
+
+import ratekeeper as rk
 
 SWAP_WINDOW = 1.0  # seconds a server may keep answering with the version it had
 
@@ -42,7 +42,7 @@ def world(tmp_path):
 
 
 class Load:
-    """Quotes at a steady rate on keep-alive connections; records (sent, received, status, version)."""
+    """Quotes at a steady rate on keep-alive connections; records (sent, received, status, v)."""
 
     def __init__(self, port: int, policy: dict, rate: float = 150.0, threads: int = 3) -> None:
         self.port, self.policy, self.interval = port, policy, threads / rate
