@@ -215,3 +215,41 @@ def test_openapi_documents_the_public_paths(client) -> None:
         "/readyz",
         "/metrics",
     } <= set(paths)
+
+
+def test_a_model_that_fails_to_load_is_reported_and_the_others_keep_serving(tmp_path) -> None:
+    registry, book = make_registry(tmp_path, n_policies=1000)
+    from ratekeeper.demo import train_glm
+
+    registry.register_model(
+        train_glm(book), "home_frequency", training_data=book, exposure="exposure"
+    )
+    registry.transition_stage("home_frequency", 1, "Production")
+    broken = registry.get_version(MODEL, 1)
+    registry.blobs.path(broken.artifact_digest).unlink()  # a missing blob
+    app = create_app(registry, AppConfig())
+    assert app.state.load_models()
+    with TestClient(app) as client:
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "degraded"
+        assert ready["load_failures"] == [
+            {
+                "model": MODEL,
+                "version": 1,
+                "slot": "Production",
+                "error": f"{MODEL} version 1: artifact blob sha256:{broken.artifact_digest[:12]} "
+                "is missing",
+            }
+        ]
+        policy = policies(book, 1)[0]
+        assert client.post("/v1/models/home_frequency/quote", json=policy).status_code == 200
+        response = client.post(f"/v1/models/{MODEL}/quote", json=policy)
+        assert response.status_code == 503
+        assert response.json()["error"]["message"].startswith(
+            f"{MODEL} version 1 (Production) failed to load"
+        )
+        # The aliases of the broken model still serve.
+        assert (
+            client.post(f"/v1/models/{MODEL}/quote?alias=challenger", json=policy).status_code
+            == 200
+        )
