@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 STAGES = ("None", "Staging", "Production", "Archived")
+GENESIS = "0" * 64  # the prev_hash of the first audit event
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -55,7 +56,13 @@ registry_state = sa.Table(
     sa.Column("generation", sa.BigInteger, nullable=False),
     sa.Column("artifact_root", sa.Text, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # governed (four-eyes promotions) or open (a personal sandbox); chosen at creation.
+    sa.Column("policy", sa.String(20), nullable=False, server_default="governed"),
+    # The audit chain's head, kept with the counter so that a deleted tail is detected too.
+    sa.Column("audit_head", sa.String(64), nullable=False, server_default=GENESIS),
+    sa.Column("audit_count", sa.BigInteger, nullable=False, server_default="0"),
     sa.CheckConstraint("id = 1", name="single_row"),
+    sa.CheckConstraint("policy IN ('governed', 'open')", name="policy_known"),
 )
 
 models = sa.Table(
@@ -129,5 +136,89 @@ stage_transitions = sa.Table(
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("request_id", sa.Integer, nullable=True),  # the approved request, if any
     sa.Index("ix_stage_transitions_version_id", "version_id"),
+)
+
+# -- governance (migration 0002) ------------------------------------------------------------
+
+ROLES = ("modeller", "approver", "deployer", "viewer", "admin")
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+user_roles = sa.Table(
+    "user_roles",
+    metadata,
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column("role", sa.String(20), primary_key=True),
+    sa.CheckConstraint(
+        "role IN ('modeller', 'approver', 'deployer', 'viewer', 'admin')", name="role_known"
+    ),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(12), nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_by", sa.String(200), nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+promotion_requests = sa.Table(
+    "promotion_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False),
+    sa.Column("target_stage", sa.String(20), nullable=False),
+    # The approval is bound to this exact artifact.
+    sa.Column("artifact_digest", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("gates_passed", sa.Boolean, nullable=False),
+    sa.Column("report_digest", sa.String(64), nullable=True),
+    sa.Column("champion_version", sa.Integer, nullable=True),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("requested_at", UTCDateTime, nullable=False),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("decided_by", sa.String(200), nullable=True),
+    sa.Column("decided_at", UTCDateTime, nullable=True),
+    sa.Column("decision_comment", sa.Text, nullable=True),
+    sa.Column("override", sa.Boolean, nullable=False),
+    sa.CheckConstraint(
+        "status IN ('pending', 'approved', 'rejected', 'superseded')", name="status_known"
+    ),
+    sa.CheckConstraint(
+        "target_stage IN ('None', 'Staging', 'Production', 'Archived')", name="stage_known"
+    ),
+    sa.Index("ix_promotion_requests_version_id", "version_id"),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("model", sa.String(200), nullable=True),
+    sa.Column("version", sa.Integer, nullable=True),
+    sa.Column("target", sa.Text, nullable=True),
+    sa.Column("before", sa.Text, nullable=True),
+    sa.Column("after", sa.Text, nullable=True),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Index("ix_audit_events_model", "model"),
 )
