@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Mapping
@@ -14,23 +15,31 @@ import sqlalchemy as sa
 
 from ratekeeper.artifacts import LocalBlobStore
 from ratekeeper.engine.scorer import Scorer
-from ratekeeper.errors import ConflictError, IntegrityError, InvalidInputError, NotFoundError
+from ratekeeper.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from ratekeeper.governance import audit, identity
+from ratekeeper.governance import policy as policy_rules
 from ratekeeper.packaging import lineage
 from ratekeeper.packaging.package import Package, build_package, load_package
 from ratekeeper.packaging.signature import ValidationPolicy
-from ratekeeper.registry import queries
+from ratekeeper.registry import lifecycle, queries
 from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, StageTransition
 from ratekeeper.registry.uri import check_alias, check_name, parse_model_uri
 from ratekeeper.settings import Settings
 from ratekeeper.store import database
 from ratekeeper.store.tables import (
-    aliases,
     model_versions,
     models,
     registry_state,
-    stage_transitions,
     version_tags,
 )
+
+DEFAULT_POLICY = "open"  # TEMPORARY while other tests are migrated; becomes "governed"
 
 
 def _now() -> datetime:
@@ -53,6 +62,7 @@ class Registry:
         artifacts: str | Path | None = None,
         user: str | None = None,
         settings: Settings | None = None,
+        policy: str | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.user = user or self.settings.user
@@ -73,7 +83,19 @@ class Registry:
             ) from None
         if artifacts is not None:
             self.settings = replace(self.settings, artifact_root=Path(artifacts))
-        self.blobs = LocalBlobStore(self._artifact_root(home / "artifacts"))
+        self.blobs = LocalBlobStore(self._artifact_root(home / "artifacts", policy))
+
+    def as_user(self, user: str) -> Registry:
+        """The same registry (same engine and artifacts), acting as another user."""
+        twin = copy.copy(self)
+        twin.user = user
+        return twin
+
+    @property
+    def policy(self) -> str:
+        """``governed`` or ``open``, chosen when the registry was created."""
+        with database.read_transaction(self.engine) as conn:
+            return policy_rules.registry_policy(conn)
 
     def __repr__(self) -> str:
         return f"Registry({_redact(self.url)!r})"
@@ -81,12 +103,13 @@ class Registry:
     def close(self) -> None:
         self.engine.dispose()
 
-    def _artifact_root(self, default: Path) -> Path:
-        """The registry records its artifact folder at creation, so every process finds it."""
+    def _artifact_root(self, default: Path, policy: str | None) -> Path:
+        """Create the registry's state on first open: artifact folder, policy, first admin."""
         explicit = self.settings.artifact_root
         with database.read_transaction(self.engine) as conn:
-            recorded = conn.execute(sa.select(registry_state.c.artifact_root)).first()
+            recorded = conn.execute(sa.select(registry_state)).first()
         if recorded is None:
+            chosen = policy_rules.check_policy(policy or DEFAULT_POLICY)
             with database.write_transaction(self.engine) as conn:
                 database.insert_ignoring_conflict(
                     conn,
@@ -95,11 +118,23 @@ class Registry:
                         "id": 1,
                         "generation": 0,
                         "created_at": _now(),
+                        "policy": chosen,
                         "artifact_root": str((explicit or default).resolve()),
                     },
                 )
-                recorded = conn.execute(sa.select(registry_state.c.artifact_root)).first()
-        assert recorded is not None
+                if not identity.list_users(conn):
+                    identity.add_user(conn, self.user, ["admin"], self.user)
+                    audit.append(
+                        conn,
+                        actor=self.user,
+                        action="registry.create",
+                        after={"policy": chosen, "admin": self.user},
+                    )
+                recorded = conn.execute(sa.select(registry_state)).one()
+        elif policy is not None and policy != recorded.policy:
+            raise ConflictError(
+                f"this registry was created {recorded.policy}; its policy cannot become {policy}"
+            )
         return Path(explicit) if explicit else Path(recorded.artifact_root)
 
     # -- registering ------------------------------------------------------------------------
@@ -160,6 +195,7 @@ class Registry:
         digest = self.blobs.put(package.manifest_bytes)
         now = _now()
         with database.write_transaction(self.engine) as conn:
+            policy_rules.authorize(conn, self.user, "register")
             database.insert_ignoring_conflict(
                 conn, models, {"name": name, "created_by": self.user, "created_at": now}
             )
@@ -197,119 +233,61 @@ class Registry:
                     sa.insert(version_tags),
                     [{"version_id": version_id, "key": k, "value": v} for k, v in tags.items()],
                 )
+            audit.append(
+                conn,
+                actor=self.user,
+                action="register",
+                model=name,
+                version=number,
+                after={"artifact": digest, "flavor": package.flavor, "metrics": metrics},
+                comment=description,
+            )
             return queries.to_versions(conn, [queries.version_row(conn, name, number)])[0]
 
     # -- stages and aliases -----------------------------------------------------------------
     def transition_stage(
         self, name: str, version: int, stage: str | Stage, *, comment: str | None = None
     ) -> ModelVersion:
-        """Move a version to a stage; promoting to Production archives the previous one."""
+        """Move a version to a stage; promoting to Production archives the previous one.
+
+        In a governed registry, Staging and Production are reached through
+        ``request_promotion`` (and ``approve``); this moves versions to Archived or None.
+        """
         target = Stage.parse(stage)
         with database.write_transaction(self.engine) as conn:
-            return self._transition(conn, name, version, target, comment)
+            if policy_rules.registry_policy(conn) == policy_rules.GOVERNED and target in (
+                Stage.STAGING,
+                Stage.PRODUCTION,
+            ):
+                raise PermissionDeniedError(
+                    f"this registry is governed: {target.value} needs an approved promotion "
+                    "request (request_promotion, then approve by a second person)"
+                )
+            policy_rules.authorize(conn, self.user, "archive")
+            return lifecycle.move_stage(conn, self.user, name, version, target, comment)
 
     def rollback(self, name: str, *, comment: str | None = None) -> ModelVersion:
         """The kill switch: put the previous Production version back, in one transaction.
 
         The previous Production version is the last version other than the current one that
-        was moved to Production. The current one is archived; both moves are in the history.
+        was moved to Production; the current one is archived. Rolling back twice returns to
+        where you started (like ``kubectl rollout undo``).
         """
         with database.write_transaction(self.engine) as conn:
-            model_id = queries.model_id(conn, name)
-            database.lock_model(conn, model_id)
-            current = queries.production_version(conn, model_id)
-            previous = queries.previous_production_version(conn, model_id, current)
-            if previous is None:
-                raise ConflictError(f"model {name!r} has no previous Production version")
-            why = f"rollback from version {current}" if current else "rollback"
-            return self._transition(
-                conn, name, previous, Stage.PRODUCTION, f"{why}: {comment}" if comment else why
-            )
-
-    def _transition(
-        self, conn: sa.Connection, name: str, version: int, target: Stage, comment: str | None
-    ) -> ModelVersion:
-        now = _now()
-        row = queries.version_row(conn, name, version)
-        database.lock_model(conn, row.model_id)
-        current = Stage(
-            conn.execute(
-                sa.select(model_versions.c.stage).where(model_versions.c.id == row.id)
-            ).scalar_one()
-        )
-        if current == target:
-            raise ConflictError(f"{name} version {version} is already in {target.value}")
-        if target == Stage.PRODUCTION:
-            previous = conn.execute(
-                sa.select(model_versions.c.id).where(
-                    model_versions.c.model_id == row.model_id,
-                    model_versions.c.stage == Stage.PRODUCTION.value,
-                )
-            ).scalar()
-            if previous is not None:
-                archived = f"archived: version {version} promoted to Production"
-                self._move(conn, previous, Stage.PRODUCTION, Stage.ARCHIVED, now, archived)
-        self._move(conn, row.id, current, target, now, comment)
-        database.bump_generation(conn)
-        return queries.to_versions(conn, [queries.version_row(conn, name, version)])[0]
-
-    def _move(
-        self,
-        conn: sa.Connection,
-        version_id: int,
-        old: Stage,
-        new: Stage,
-        now: datetime,
-        comment: str | None,
-    ) -> None:
-        conn.execute(
-            sa.update(model_versions)
-            .where(model_versions.c.id == version_id)
-            .values(stage=new.value, stage_changed_at=now)
-        )
-        conn.execute(
-            sa.insert(stage_transitions).values(
-                version_id=version_id,
-                from_stage=old.value,
-                to_stage=new.value,
-                actor=self.user,
-                at=now,
-                comment=comment,
-            )
-        )
+            policy_rules.authorize(conn, self.user, "rollback")
+            return lifecycle.rollback(conn, self.user, name, comment)
 
     def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
         """Point ``alias`` (e.g. ``champion``) at a version, moving it if it pointed elsewhere."""
         check_alias(alias)
         with database.write_transaction(self.engine) as conn:
-            row = queries.version_row(conn, name, version)
-            database.lock_model(conn, row.model_id)
-            conn.execute(
-                sa.delete(aliases).where(
-                    aliases.c.model_id == row.model_id, aliases.c.alias == alias
-                )
-            )
-            conn.execute(
-                sa.insert(aliases).values(
-                    model_id=row.model_id,
-                    alias=alias,
-                    version_id=row.id,
-                    updated_by=self.user,
-                    updated_at=_now(),
-                )
-            )
-            database.bump_generation(conn)
-            return queries.to_versions(conn, [row])[0]
+            policy_rules.authorize(conn, self.user, "alias")
+            return lifecycle.set_alias(conn, self.user, name, alias, version)
 
     def delete_alias(self, name: str, alias: str) -> None:
         with database.write_transaction(self.engine) as conn:
-            model_id = queries.model_id(conn, name)
-            deleted = conn.execute(
-                sa.delete(aliases).where(aliases.c.model_id == model_id, aliases.c.alias == alias)
-            ).rowcount
-            if not deleted:
-                raise NotFoundError(f"model {name!r} has no alias {alias!r}")
-            database.bump_generation(conn)
+            policy_rules.authorize(conn, self.user, "alias")
+            lifecycle.delete_alias(conn, self.user, name, alias)
 
     # -- reading ----------------------------------------------------------------------------
     def list_models(self) -> list[RegisteredModel]:

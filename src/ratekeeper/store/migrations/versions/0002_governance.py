@@ -46,6 +46,8 @@ def upgrade() -> None:
         batch.create_check_constraint(
             "ck_registry_state_policy_known", "policy IN ('governed', 'open')"
         )
+    # A registry made before governance existed keeps working as it did: open.
+    op.execute("UPDATE registry_state SET policy = 'open'")
     with op.batch_alter_table("stage_transitions") as batch:
         batch.add_column(sa.Column("request_id", sa.Integer, nullable=True))
     op.create_table(

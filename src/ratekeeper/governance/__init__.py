@@ -1,0 +1,1 @@
+"""Governance: identities and roles, the promotion workflow, the tamper-evident audit trail."""

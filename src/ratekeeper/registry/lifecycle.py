@@ -1,0 +1,189 @@
+"""Stage and alias moves, each inside the caller's transaction, each audited.
+
+Every function here runs in one write transaction opened by the caller, locks the model row
+first (so concurrent moves of one model serialise), writes the change, its transition-history
+rows and its audit events, and bumps the generation counter that rating servers watch.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from ratekeeper.errors import ConflictError, NotFoundError
+from ratekeeper.governance import audit
+from ratekeeper.registry import queries
+from ratekeeper.registry.entities import ModelVersion, Stage
+from ratekeeper.store import database
+from ratekeeper.store.tables import aliases, model_versions, stage_transitions
+
+
+def move_stage(
+    conn: sa.Connection,
+    actor: str,
+    name: str,
+    version: int,
+    target: Stage,
+    comment: str | None,
+    *,
+    request_id: int | None = None,
+) -> ModelVersion:
+    """Move a version; promoting to Production archives the previous Production version."""
+    row = queries.version_row(conn, name, version)
+    database.lock_model(conn, row.model_id)
+    current = Stage(
+        conn.execute(
+            sa.select(model_versions.c.stage).where(model_versions.c.id == row.id)
+        ).scalar_one()
+    )
+    if current == target:
+        raise ConflictError(f"{name} version {version} is already in {target.value}")
+    now = datetime.now(UTC)
+    if target == Stage.PRODUCTION:
+        previous = conn.execute(
+            sa.select(model_versions.c.id, model_versions.c.version).where(
+                model_versions.c.model_id == row.model_id,
+                model_versions.c.stage == Stage.PRODUCTION.value,
+            )
+        ).first()
+        if previous is not None:
+            why = f"archived: version {version} promoted to Production"
+            _record_move(
+                conn,
+                actor,
+                name,
+                previous.version,
+                previous.id,
+                Stage.PRODUCTION,
+                Stage.ARCHIVED,
+                now,
+                why,
+                request_id,
+            )
+    _record_move(conn, actor, name, version, row.id, current, target, now, comment, request_id)
+    database.bump_generation(conn)
+    return queries.to_versions(conn, [queries.version_row(conn, name, version)])[0]
+
+
+def rollback(conn: sa.Connection, actor: str, name: str, comment: str | None) -> ModelVersion:
+    """Put back the last version, other than the current one, that was moved to Production."""
+    model_id = queries.model_id(conn, name)
+    database.lock_model(conn, model_id)
+    current = queries.production_version(conn, model_id)
+    previous = queries.previous_production_version(conn, model_id, current)
+    if previous is None:
+        raise ConflictError(f"model {name!r} has no previous Production version")
+    why = f"rollback from version {current}" if current else "rollback"
+    audit.append(
+        conn,
+        actor=actor,
+        action="rollback",
+        model=name,
+        version=previous,
+        before={"production": current},
+        after={"production": previous},
+        comment=comment,
+    )
+    return move_stage(
+        conn, actor, name, previous, Stage.PRODUCTION, f"{why}: {comment}" if comment else why
+    )
+
+
+def set_alias(conn: sa.Connection, actor: str, name: str, alias: str, version: int) -> ModelVersion:
+    row = queries.version_row(conn, name, version)
+    database.lock_model(conn, row.model_id)
+    before = conn.execute(
+        sa.select(model_versions.c.version)
+        .join(aliases, aliases.c.version_id == model_versions.c.id)
+        .where(aliases.c.model_id == row.model_id, aliases.c.alias == alias)
+    ).scalar()
+    conn.execute(
+        sa.delete(aliases).where(aliases.c.model_id == row.model_id, aliases.c.alias == alias)
+    )
+    conn.execute(
+        sa.insert(aliases).values(
+            model_id=row.model_id,
+            alias=alias,
+            version_id=row.id,
+            updated_by=actor,
+            updated_at=datetime.now(UTC),
+        )
+    )
+    audit.append(
+        conn,
+        actor=actor,
+        action="alias.set",
+        model=name,
+        version=version,
+        target=alias,
+        before={"version": before},
+        after={"version": version},
+    )
+    database.bump_generation(conn)
+    return queries.to_versions(conn, [row])[0]
+
+
+def delete_alias(conn: sa.Connection, actor: str, name: str, alias: str) -> None:
+    model_id = queries.model_id(conn, name)
+    database.lock_model(conn, model_id)
+    before = conn.execute(
+        sa.select(model_versions.c.version)
+        .join(aliases, aliases.c.version_id == model_versions.c.id)
+        .where(aliases.c.model_id == model_id, aliases.c.alias == alias)
+    ).scalar()
+    if before is None:
+        raise NotFoundError(f"model {name!r} has no alias {alias!r}")
+    conn.execute(sa.delete(aliases).where(aliases.c.model_id == model_id, aliases.c.alias == alias))
+    audit.append(
+        conn,
+        actor=actor,
+        action="alias.delete",
+        model=name,
+        version=before,
+        target=alias,
+        before={"version": before},
+        after=None,
+    )
+    database.bump_generation(conn)
+
+
+def _record_move(
+    conn: sa.Connection,
+    actor: str,
+    name: str,
+    version: int,
+    version_id: int,
+    old: Stage,
+    new: Stage,
+    now: datetime,
+    comment: str | None,
+    request_id: int | None,
+) -> None:
+    conn.execute(
+        sa.update(model_versions)
+        .where(model_versions.c.id == version_id)
+        .values(stage=new.value, stage_changed_at=now)
+    )
+    conn.execute(
+        sa.insert(stage_transitions).values(
+            version_id=version_id,
+            from_stage=old.value,
+            to_stage=new.value,
+            actor=actor,
+            at=now,
+            comment=comment,
+            request_id=request_id,
+        )
+    )
+    audit.append(
+        conn,
+        actor=actor,
+        action="stage",
+        model=name,
+        version=version,
+        before={"stage": old.value},
+        after={"stage": new.value},
+        comment=comment,
+        target=f"request {request_id}" if request_id is not None else None,
+    )
