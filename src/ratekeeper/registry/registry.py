@@ -24,6 +24,8 @@ from ratekeeper.errors import (
 )
 from ratekeeper.governance import audit, identity
 from ratekeeper.governance import policy as policy_rules
+from ratekeeper.governance.admin import IdentityAndAudit
+from ratekeeper.governance.workflow import PromotionWorkflow
 from ratekeeper.packaging import lineage
 from ratekeeper.packaging.package import Package, build_package, load_package
 from ratekeeper.packaging.signature import ValidationPolicy
@@ -31,6 +33,7 @@ from ratekeeper.registry import lifecycle, queries
 from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, StageTransition
 from ratekeeper.registry.uri import check_alias, check_name, parse_model_uri
 from ratekeeper.settings import Settings
+from ratekeeper.validation.policy import GatePolicy
 from ratekeeper.store import database
 from ratekeeper.store.tables import (
     model_versions,
@@ -46,7 +49,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Registry:
+class Registry(PromotionWorkflow, IdentityAndAudit):
     """A model registry: embedded (SQLite + local folder) by default, PostgreSQL by URL.
 
     ``Registry()`` opens (creating if needed) the embedded registry under ``$RATEKEEPER_HOME``
@@ -63,8 +66,10 @@ class Registry:
         user: str | None = None,
         settings: Settings | None = None,
         policy: str | None = None,
+        gate_policy: GatePolicy | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        self.gate_policy = gate_policy or GatePolicy()
         self.user = user or self.settings.user
         uri = uri if uri is not None else self.settings.registry_uri
         home = self.settings.home

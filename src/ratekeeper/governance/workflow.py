@@ -1,0 +1,413 @@
+"""The promotion workflow, as ``Registry`` methods (mixed into ``Registry``).
+
+request → gates run against the current Production version on a holdout → the report is stored
+as an immutable artifact → a second person with the approver role approves (or rejects) → in the
+same transaction the stage moves, the previous Production version is archived, and the audit
+trail records it all. An approval is bound to the artifact digest and the champion the gates
+compared against: if Production changed since, the request is stale (409).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ratekeeper.artifacts import LocalBlobStore
+from ratekeeper.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
+from ratekeeper.governance import audit
+from ratekeeper.governance import policy as policy_rules
+from ratekeeper.packaging.package import canonical_json
+from ratekeeper.registry import lifecycle, queries
+from ratekeeper.registry.entities import ModelVersion, Stage
+from ratekeeper.store import database
+from ratekeeper.store.tables import model_versions, models, promotion_requests, stage_transitions
+
+if TYPE_CHECKING:
+    from ratekeeper.engine.scorer import Scorer
+    from ratekeeper.validation.gate_report import GateReport
+    from ratekeeper.validation.policy import GatePolicy
+
+GATED = (Stage.STAGING, Stage.PRODUCTION)
+
+
+@dataclass(frozen=True)
+class PromotionRequest:
+    id: int
+    name: str
+    version: int
+    stage: Stage
+    status: str  # pending, approved, rejected, superseded
+    artifact_digest: str
+    gates_passed: bool
+    report_digest: str | None
+    champion_version: int | None
+    requested_by: str
+    requested_at: datetime
+    comment: str | None
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_comment: str | None
+    override: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        body = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        body["stage"] = self.stage.value
+        for key in ("requested_at", "decided_at"):
+            body[key] = body[key].isoformat() if body[key] else None
+        return body
+
+
+@dataclass(frozen=True)
+class ProductionRecord:
+    """Which version was Production at a moment, since when, who approved it, on what evidence."""
+
+    name: str
+    at: datetime
+    version: int
+    since: datetime
+    promoted_by: str
+    request: PromotionRequest | None
+
+
+class PromotionWorkflow:
+    engine: sa.Engine
+    user: str
+    blobs: LocalBlobStore
+    gate_policy: GatePolicy
+
+    if TYPE_CHECKING:  # provided by Registry
+
+        def load_model(self, uri: str) -> Scorer: ...
+
+        def get_version(self, name: str, version: int) -> ModelVersion: ...
+
+    # -- requesting ---------------------------------------------------------------------------
+    def request_promotion(
+        self,
+        name: str,
+        version: int,
+        stage: str | Stage,
+        *,
+        holdout: Any = None,
+        comment: str | None = None,
+        target: str | None = None,
+        protected: str | None = None,
+    ) -> PromotionRequest:
+        """Ask to move a version; Staging and Production requests run the gates on ``holdout``.
+
+        ``target`` is the holdout's observed column (default: the version's registered target);
+        ``protected`` names a column the fairness indicator groups by (e.g. ``gender``).
+        A Staging request whose gates pass, and an Archived or None request by a deployer or
+        approver, take effect at once; a Production request waits for an approval.
+        """
+        from ratekeeper.validation.policy import prohibited_factors_used
+
+        goal = Stage.parse(stage)
+        candidate = self.get_version(name, version)
+        with database.read_transaction(self.engine) as conn:
+            policy_rules.authorize(conn, self.user, "request")
+        prohibited = prohibited_factors_used(candidate.signature, self.gate_policy)
+        if prohibited:
+            raise InvalidInputError(
+                f"{name} version {version} uses prohibited rating factor(s) "
+                f"{', '.join(prohibited)}: it cannot be promoted"
+            )
+        report: GateReport | None = None
+        champion: int | None = None
+        if goal in GATED:
+            report, champion = self._run_gates(candidate, holdout, target, protected)
+        report_digest = self.blobs.put(canonical_json(report.to_dict())) if report else None
+        passed = report.passed if report is not None else True
+        with database.write_transaction(self.engine) as conn:
+            roles = policy_rules.authorize(conn, self.user, "request")
+            row = queries.version_row(conn, name, version)
+            database.lock_model(conn, row.model_id)
+            now = datetime.now(UTC)
+            request_id = conn.execute(
+                sa.insert(promotion_requests)
+                .values(
+                    version_id=row.id,
+                    target_stage=goal.value,
+                    artifact_digest=row.artifact_digest,
+                    status="pending",
+                    gates_passed=passed,
+                    report_digest=report_digest,
+                    champion_version=champion,
+                    requested_by=self.user,
+                    requested_at=now,
+                    comment=comment,
+                    override=False,
+                )
+                .returning(promotion_requests.c.id)
+            ).scalar_one()
+            audit.append(
+                conn,
+                actor=self.user,
+                action="request",
+                model=name,
+                version=version,
+                target=f"request {request_id}",
+                comment=comment,
+                after={
+                    "stage": goal.value,
+                    "gates_passed": passed,
+                    "report": report_digest,
+                    "champion": champion,
+                },
+            )
+            governed = policy_rules.registry_policy(conn) == policy_rules.GOVERNED
+            may_move = not governed or bool(roles & policy_rules.PERMISSIONS["archive"])
+            if (goal == Stage.STAGING and passed) or (goal not in GATED and may_move):
+                self._decide(
+                    conn, request_id, "approved", "policy", "applied by the policy", override=False
+                )
+                lifecycle.move_stage(
+                    conn,
+                    self.user,
+                    name,
+                    version,
+                    goal,
+                    f"request {request_id}",
+                    request_id=request_id,
+                )
+            return _request(conn, request_id)
+
+    def _run_gates(
+        self, candidate: ModelVersion, holdout: Any, target: str | None, protected: str | None
+    ) -> tuple[GateReport, int | None]:
+        from ratekeeper.validation.gates import run_gates
+
+        if holdout is None:
+            raise InvalidInputError(
+                "a Staging or Production request needs a holdout data set "
+                "(request_promotion(..., holdout=frame))"
+            )
+        observed = target or candidate.signature.target
+        if observed is None:
+            raise InvalidInputError(
+                "name the holdout's observed column: request_promotion(..., target='claims') "
+                "or register the version with target="
+            )
+        challenger = self.load_model(candidate.uri)
+        champion: Scorer | None = None
+        try:
+            current = self.load_model(f"models:/{candidate.name}/Production")
+            champion = current if current.version != candidate.version else None
+        except NotFoundError:
+            pass
+        report = run_gates(
+            challenger,
+            champion,
+            holdout,
+            target=observed,
+            policy=self.gate_policy,
+            protected=protected,
+        )
+        return report, champion.version if champion is not None else None
+
+    # -- deciding -----------------------------------------------------------------------------
+    def approve(
+        self, request_id: int, *, comment: str | None = None, override: bool = False
+    ) -> PromotionRequest:
+        """Approve a pending request (four-eyes) and move the stage, in one transaction.
+
+        A request whose gates failed needs ``override=True`` from an admin (recorded).
+        """
+        with database.write_transaction(self.engine) as conn:
+            request = self._pending(conn, request_id)
+            governed = policy_rules.registry_policy(conn) == policy_rules.GOVERNED
+            if governed:
+                policy_rules.authorize(conn, self.user, "approve")
+                self._four_eyes(conn, request)
+            self._check_fresh(conn, request)
+            if not request.gates_passed:
+                if not override:
+                    raise ConflictError(
+                        f"request {request_id}: the gates failed; only an admin may approve it, "
+                        "with override=True (recorded in the audit trail)"
+                    )
+                if governed:
+                    policy_rules.authorize(conn, self.user, "override")
+            self._decide(conn, request_id, "approved", self.user, comment, override=override)
+            audit.append(
+                conn,
+                actor=self.user,
+                action="override" if override else "approve",
+                model=request.name,
+                version=request.version,
+                target=f"request {request_id}",
+                comment=comment,
+                after={"stage": request.stage.value, "artifact": request.artifact_digest},
+            )
+            note = f"request {request_id} approved by {self.user}"
+            lifecycle.move_stage(
+                conn,
+                self.user,
+                request.name,
+                request.version,
+                request.stage,
+                f"{note}: {comment}" if comment else note,
+                request_id=request_id,
+            )
+            return _request(conn, request_id)
+
+    def reject(self, request_id: int, *, comment: str | None = None) -> PromotionRequest:
+        with database.write_transaction(self.engine) as conn:
+            request = self._pending(conn, request_id)
+            policy_rules.authorize(conn, self.user, "reject")
+            self._decide(conn, request_id, "rejected", self.user, comment, override=False)
+            audit.append(
+                conn,
+                actor=self.user,
+                action="reject",
+                model=request.name,
+                version=request.version,
+                target=f"request {request_id}",
+                comment=comment,
+                after={"stage": request.stage.value},
+            )
+            return _request(conn, request_id)
+
+    def _pending(self, conn: sa.Connection, request_id: int) -> PromotionRequest:
+        request = _request(conn, request_id)
+        database.lock_model(conn, queries.model_id(conn, request.name))
+        request = _request(conn, request_id)  # re-read under the lock
+        if request.status != "pending":
+            raise ConflictError(f"request {request_id} is {request.status}, not pending")
+        return request
+
+    def _four_eyes(self, conn: sa.Connection, request: PromotionRequest) -> None:
+        creator = queries.version_row(conn, request.name, request.version).created_by
+        if self.user == creator:
+            raise PermissionDeniedError(
+                f"four-eyes: {self.user} created {request.name} version {request.version} "
+                "and may not approve its promotion"
+            )
+        if self.user == request.requested_by:
+            raise PermissionDeniedError(
+                f"four-eyes: {self.user} requested this promotion and may not approve it"
+            )
+
+    def _check_fresh(self, conn: sa.Connection, request: PromotionRequest) -> None:
+        row = queries.version_row(conn, request.name, request.version)
+        if row.artifact_digest != request.artifact_digest:
+            raise ConflictError(f"request {request.id} is stale: the artifact changed")
+        if request.stage in GATED:
+            current = queries.production_version(conn, row.model_id)
+            if current != request.champion_version and current != request.version:
+                raise ConflictError(
+                    f"request {request.id} is stale: Production is now version {current}, the "
+                    f"gates compared against {request.champion_version}; request again"
+                )
+
+    def _decide(
+        self,
+        conn: sa.Connection,
+        request_id: int,
+        status: str,
+        actor: str,
+        comment: str | None,
+        *,
+        override: bool,
+    ) -> None:
+        conn.execute(
+            sa.update(promotion_requests)
+            .where(promotion_requests.c.id == request_id)
+            .values(
+                status=status,
+                decided_by=actor,
+                decided_at=datetime.now(UTC),
+                decision_comment=comment,
+                override=override,
+            )
+        )
+
+    # -- reading ------------------------------------------------------------------------------
+    def get_request(self, request_id: int) -> PromotionRequest:
+        with database.read_transaction(self.engine) as conn:
+            return _request(conn, request_id)
+
+    def list_requests(
+        self, name: str | None = None, *, status: str | None = None
+    ) -> list[PromotionRequest]:
+        with database.read_transaction(self.engine) as conn:
+            query = _request_query().order_by(promotion_requests.c.id)
+            if name is not None:
+                query = query.where(models.c.name == name)
+            if status is not None:
+                query = query.where(promotion_requests.c.status == status)
+            return [_to_request(r) for r in conn.execute(query)]
+
+    def request_report(self, request_id: int) -> GateReport:
+        """The gate report stored with a request (verified against its digest)."""
+        from ratekeeper.validation.gate_report import GateReport
+
+        request = self.get_request(request_id)
+        if request.report_digest is None:
+            raise NotFoundError(f"request {request_id} ran no gates (it targets {request.stage})")
+        return GateReport.from_dict(json.loads(self.blobs.get(request.report_digest)))
+
+    def production_at(self, name: str, when: datetime) -> ProductionRecord:
+        """Which version was Production for ``name`` at ``when``, who approved it, and why."""
+        if when.tzinfo is None:
+            raise InvalidInputError("give an aware datetime (with a time zone)")
+        with database.read_transaction(self.engine) as conn:
+            model = queries.model_id(conn, name)
+            moves = conn.execute(
+                sa.select(model_versions.c.version, stage_transitions)
+                .join(model_versions, model_versions.c.id == stage_transitions.c.version_id)
+                .where(model_versions.c.model_id == model, stage_transitions.c.at <= when)
+                .order_by(stage_transitions.c.id)
+            ).all()
+            current = None
+            for move in moves:
+                if move.to_stage == Stage.PRODUCTION.value:
+                    current = move
+                elif current is not None and move.version == current.version:
+                    current = None  # moved out of Production
+            if current is None:
+                raise NotFoundError(
+                    f"model {name!r} had no Production version at {when:%Y-%m-%d %H:%M:%S%z}"
+                )
+            request = _request(conn, current.request_id) if current.request_id else None
+            return ProductionRecord(name, when, current.version, current.at, current.actor, request)
+
+
+def _request_query() -> sa.Select[Any]:
+    return (
+        sa.select(promotion_requests, models.c.name, model_versions.c.version)
+        .join(model_versions, model_versions.c.id == promotion_requests.c.version_id)
+        .join(models, models.c.id == model_versions.c.model_id)
+    )
+
+
+def _request(conn: sa.Connection, request_id: int) -> PromotionRequest:
+    row = conn.execute(_request_query().where(promotion_requests.c.id == request_id)).first()
+    if row is None:
+        raise NotFoundError(f"promotion request {request_id} does not exist")
+    return _to_request(row)
+
+
+def _to_request(row: Any) -> PromotionRequest:
+    return PromotionRequest(
+        id=row.id,
+        name=row.name,
+        version=row.version,
+        stage=Stage(row.target_stage),
+        status=row.status,
+        artifact_digest=row.artifact_digest,
+        gates_passed=row.gates_passed,
+        report_digest=row.report_digest,
+        champion_version=row.champion_version,
+        requested_by=row.requested_by,
+        requested_at=row.requested_at,
+        comment=row.comment,
+        decided_by=row.decided_by,
+        decided_at=row.decided_at,
+        decision_comment=row.decision_comment,
+        override=row.override,
+    )
