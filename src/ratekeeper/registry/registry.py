@@ -33,7 +33,6 @@ from ratekeeper.registry import lifecycle, queries
 from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, StageTransition
 from ratekeeper.registry.uri import check_alias, check_name, parse_model_uri
 from ratekeeper.settings import Settings
-from ratekeeper.validation.policy import GatePolicy
 from ratekeeper.store import database
 from ratekeeper.store.tables import (
     model_versions,
@@ -41,6 +40,7 @@ from ratekeeper.store.tables import (
     registry_state,
     version_tags,
 )
+from ratekeeper.validation.policy import GatePolicy
 
 DEFAULT_POLICY = "open"  # TEMPORARY while other tests are migrated; becomes "governed"
 
