@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ratekeeper.cli import registry_commands
+from ratekeeper.cli import governance_commands, registry_commands
 from ratekeeper.cli.output import errors
 from ratekeeper.cli.serve import serve
 from ratekeeper.errors import RatekeeperError
@@ -66,7 +66,7 @@ def cli(ctx: click.Context, uri: str | None, artifacts: str | None, user: str | 
     ctx.obj = Context(settings, uri, artifacts)
 
 
-for command in [*registry_commands.COMMANDS, serve]:
+for command in [*registry_commands.COMMANDS, *governance_commands.COMMANDS, serve]:
     cli.add_command(command)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ratekeeper.cli.output import console, pairs, table
+from ratekeeper.errors import InvalidInputError
 from ratekeeper.registry.entities import ModelVersion
 
 
@@ -183,9 +185,19 @@ def alias_delete(obj: Any, name: str, alias_name: str) -> None:
 @click.command()
 @click.argument("name")
 @click.argument("version", type=int, required=False)
+@click.option(
+    "--at",
+    "at",
+    metavar="TIME",
+    help="Which version was Production at TIME (ISO 8601; UTC unless it says "
+    "otherwise), who approved it and on what evidence.",
+)
 @click.pass_obj
-def history(obj: Any, name: str, version: int | None) -> None:
-    """The stage transition history of a model (or one version)."""
+def history(obj: Any, name: str, version: int | None, at: str | None) -> None:
+    """The stage history of a model (or one version), or what was Production at a time."""
+    if at is not None:
+        _production_at(obj.registry, name, at)
+        return
     table(
         f"Stage history of {name}",
         ["when", "version", "from", "to", "who", "comment"],
@@ -194,6 +206,56 @@ def history(obj: Any, name: str, version: int | None) -> None:
             for t in obj.registry.get_transitions(name, version)
         ],
     )
+
+
+def _production_at(registry: Any, name: str, at: str) -> None:
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        raise InvalidInputError(f"not an ISO 8601 time: {at!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    record = registry.production_at(name, when)
+    request = record.request
+    rows: list[tuple[str, Any]] = [
+        ("version", record.version),
+        ("Production since", record.since),
+        ("moved by", record.promoted_by),
+    ]
+    if request is None:
+        rows.append(("approval", "none: moved directly (open registry or before governance)"))
+    else:
+        rows += [
+            (
+                "request",
+                f"{request.id}, by {request.requested_by} "
+                f"at {request.requested_at:%Y-%m-%d %H:%M:%S}",
+            ),
+            (
+                "approved by",
+                f"{request.decided_by} at {request.decided_at:%Y-%m-%d %H:%M:%S}"
+                if request.decided_at
+                else request.decided_by,
+            ),
+            ("comment", request.decision_comment),
+            (
+                "gates",
+                "passed"
+                if request.gates_passed
+                else "FAILED (admin override)"
+                if request.override
+                else "FAILED",
+            ),
+            (
+                "evidence",
+                f"report sha256:{request.report_digest} "
+                f"(ratekeeper report {request.id} -o report.html)"
+                if request.report_digest
+                else None,
+            ),
+            ("artifact", f"sha256:{request.artifact_digest}"),
+        ]
+    pairs(f"{name}: Production at {when:%Y-%m-%d %H:%M:%S %Z}", rows)
 
 
 @click.command("export-tables")

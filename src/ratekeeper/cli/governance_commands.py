@@ -1,0 +1,272 @@
+"""Governance commands: users, tokens, request, approve, reject, requests, report, audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ratekeeper.cli.output import console, table
+from ratekeeper.errors import InvalidInputError, RatekeeperError
+
+
+@click.group()
+def users() -> None:
+    """Users and their roles (modeller, approver, deployer, viewer, admin)."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, required=True, help="A role (repeatable).")
+@click.pass_obj
+def users_add(obj: Any, name: str, roles: tuple[str, ...]) -> None:
+    """Add a user (admin only)."""
+    user = obj.registry.add_user(name, roles)
+    console.print(f"user {user.name}: {', '.join(sorted(user.roles))}")
+
+
+@users.command("roles")
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, required=True, help="A role (repeatable).")
+@click.pass_obj
+def users_roles(obj: Any, name: str, roles: tuple[str, ...]) -> None:
+    """Replace a user's roles (admin only)."""
+    user = obj.registry.set_roles(name, roles)
+    console.print(f"user {user.name}: {', '.join(sorted(user.roles))}")
+
+
+@users.command("list")
+@click.pass_obj
+def users_list(obj: Any) -> None:
+    table(
+        "Users",
+        ["name", "roles", "added by", "added"],
+        [(u.name, sorted(u.roles), u.created_by, u.created_at) for u in obj.registry.list_users()],
+    )
+
+
+@click.group()
+def tokens() -> None:
+    """API tokens for the HTTP service (shown once, stored hashed, revocable)."""
+
+
+@tokens.command("create")
+@click.option("--user", "user_name", required=True, help="The user the token acts as.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    help="Create the user with this role first if they do not exist (repeatable).",
+)
+@click.option("--description", "-m", help="What the token is for.")
+@click.pass_obj
+def tokens_create(
+    obj: Any, user_name: str, roles: tuple[str, ...], description: str | None
+) -> None:
+    """Create a token; it is printed once and cannot be shown again."""
+    registry = obj.registry
+    known = {u.name: u for u in registry.list_users()}
+    if user_name not in known:
+        if not roles:
+            raise InvalidInputError(f"user {user_name!r} does not exist: give --role to add them")
+        registry.add_user(user_name, roles)
+    elif roles and not set(roles) <= known[user_name].roles:
+        raise InvalidInputError(
+            f"{user_name} has the roles {', '.join(sorted(known[user_name].roles))}; "
+            "change them with `ratekeeper users roles`"
+        )
+    click.echo(registry.create_token(user_name, description=description))
+
+
+@tokens.command("list")
+@click.pass_obj
+def tokens_list(obj: Any) -> None:
+    table(
+        "Tokens",
+        ["prefix", "user", "description", "created by", "created", "revoked"],
+        [
+            (t.prefix, t.user, t.description, t.created_by, t.created_at, t.revoked_at)
+            for t in obj.registry.list_tokens()
+        ],
+    )
+
+
+@tokens.command("revoke")
+@click.argument("prefix")
+@click.pass_obj
+def tokens_revoke(obj: Any, prefix: str) -> None:
+    info = obj.registry.revoke_token(prefix)
+    console.print(f"token {info.prefix} of {info.user} revoked")
+
+
+@click.command()
+@click.argument("name")
+@click.argument("version", type=int)
+@click.argument("stage")
+@click.option(
+    "--holdout",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Holdout policies with observed claims (Parquet or CSV); needed for "
+    "Staging and Production.",
+)
+@click.option("--target", help="The holdout's observed column [default: the version's target].")
+@click.option("--protected", help="A column the fairness indicator groups by (e.g. gender).")
+@click.option("--comment", "-m", help="Why.")
+@click.pass_obj
+def request(
+    obj: Any,
+    name: str,
+    version: int,
+    stage: str,
+    holdout: Path | None,
+    target: str | None,
+    protected: str | None,
+    comment: str | None,
+) -> None:
+    """Request a promotion; the gates run now and their report is stored with the request."""
+    frame = _read_table(holdout) if holdout is not None else None
+    req = obj.registry.request_promotion(
+        name, version, stage, holdout=frame, comment=comment, target=target, protected=protected
+    )
+    verdict = "gates passed" if req.gates_passed else "GATES FAILED"
+    console.print(
+        f"request {req.id}: {name} version {version} → {req.stage.value} ({verdict}), {req.status}"
+    )
+    if req.report_digest:
+        console.print(f"report: ratekeeper report {req.id} -o report-{req.id}.html")
+
+
+@click.command()
+@click.argument("request_id", type=int)
+@click.option("--comment", "-m", help="Why (kept in the audit trail).")
+@click.option("--override", is_flag=True, help="Approve although the gates failed (admin only).")
+@click.pass_obj
+def approve(obj: Any, request_id: int, comment: str | None, override: bool) -> None:
+    """Approve a pending request: the version moves at once."""
+    req = obj.registry.approve(request_id, comment=comment, override=override)
+    console.print(
+        f"request {req.id} approved: {req.name} version {req.version} is now in {req.stage.value}"
+    )
+
+
+@click.command()
+@click.argument("request_id", type=int)
+@click.option("--comment", "-m", help="Why (kept in the audit trail).")
+@click.pass_obj
+def reject(obj: Any, request_id: int, comment: str | None) -> None:
+    """Reject a pending request."""
+    req = obj.registry.reject(request_id, comment=comment)
+    console.print(f"request {req.id} rejected")
+
+
+@click.group()
+def requests() -> None:
+    """Promotion requests."""
+
+
+@requests.command("list")
+@click.argument("name", required=False)
+@click.option("--status", type=click.Choice(["pending", "approved", "rejected", "superseded"]))
+@click.pass_obj
+def requests_list(obj: Any, name: str | None, status: str | None) -> None:
+    table(
+        "Promotion requests",
+        [
+            "id",
+            "model",
+            "version",
+            "to",
+            "status",
+            "gates",
+            "requested by",
+            "decided by",
+            "override",
+            "comment",
+        ],
+        [
+            (
+                r.id,
+                r.name,
+                r.version,
+                r.stage.value,
+                r.status,
+                "pass" if r.gates_passed else "FAIL",
+                r.requested_by,
+                r.decided_by,
+                "yes" if r.override else "",
+                r.comment,
+            )
+            for r in obj.registry.list_requests(name, status=status)
+        ],
+    )
+
+
+@click.command()
+@click.argument("request_id", type=int)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write the HTML report.",
+)
+@click.pass_obj
+def report(obj: Any, request_id: int, output: Path) -> None:
+    """Write a request's validation report as one self-contained HTML file."""
+    from ratekeeper.validation.report import render_html
+
+    output.write_text(render_html(obj.registry.request_report(request_id)), encoding="utf-8")
+    console.print(f"validation report of request {request_id}: {output}")
+
+
+@click.group()
+def audit() -> None:
+    """The tamper-evident audit trail."""
+
+
+@audit.command("verify")
+@click.pass_obj
+def audit_verify(obj: Any) -> None:
+    """Recompute the hash chain; exit 1 naming the first bad event."""
+    result = obj.registry.verify_audit()
+    if not result.ok:
+        raise RatekeeperError(f"audit trail broken at event {result.first_bad_id}: {result.reason}")
+    console.print(f"audit trail intact: {result.checked} events")
+
+
+@audit.command("log")
+@click.option("--model", help="Only this model's events.")
+@click.option("--limit", type=int, help="At most this many events.")
+@click.pass_obj
+def audit_log(obj: Any, model: str | None, limit: int | None) -> None:
+    table(
+        "Audit trail",
+        ["#", "when", "who", "action", "model", "version", "target", "before", "after", "comment"],
+        [
+            (
+                e.id,
+                e.at,
+                e.actor,
+                e.action,
+                e.model,
+                e.version,
+                e.target,
+                e.before,
+                e.after,
+                e.comment,
+            )
+            for e in obj.registry.audit_log(model, limit=limit)
+        ],
+    )
+
+
+def _read_table(path: Path) -> Any:
+    import pandas as pd
+
+    if path.suffix.lower() in (".csv", ".txt"):
+        return pd.read_csv(path)
+    return pd.read_parquet(path)
+
+
+COMMANDS = [users, tokens, request, approve, reject, requests, report, audit]
