@@ -25,6 +25,7 @@ from ratekeeper.http.errors import (
     handle_ratekeeper_error,
     json_response,
 )
+from ratekeeper.http.governance_routes import TokenAuth, add_governance_routes
 from ratekeeper.http.metrics import Metrics
 from ratekeeper.packaging.signature import problems_error
 from ratekeeper.registry.registry import Registry
@@ -42,6 +43,7 @@ class AppConfig:
     """Seconds between two reads of the registry's generation counter (hot swap)."""
     max_body_bytes: int = 1_000_000
     max_policies: int = 1000
+    max_holdout_bytes: int = 50_000_000
     multiprocess_metrics: bool = False
 
 
@@ -207,6 +209,8 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
             "invocations", name, str(scorer.version), "ok", time.perf_counter() - started
         )
         return json_response({"predictions": predictions})
+
+    add_governance_routes(app, registry, TokenAuth(registry), config.max_holdout_bytes)
 
     # -- registry views ---------------------------------------------------------------------
     @app.get(
