@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from datetime import UTC, datetime
 import json
 import math
 import subprocess
@@ -140,6 +141,7 @@ def test_the_installed_command_reports_errors_without_a_traceback(tmp_path) -> N
 
 
 def test_the_demo_registers_promotes_and_prices(capsys, tmp_path) -> None:
+    rk.Registry(tmp_path, policy="governed")  # what a fresh embedded registry is by default
     code, out, err = run(capsys, "demo", "--policies", "4000", "--home", str(tmp_path))
     assert code == 0, err
     assert "priced 8 policies with models:/motor_frequency/Production (version 1)" in out
@@ -147,5 +149,11 @@ def test_the_demo_registers_promotes_and_prices(capsys, tmp_path) -> None:
     production = registry.resolve("models:/motor_frequency/Production")
     assert (production.version, production.flavor, production.aliases) == (1, "glm", ("champion",))
     challenger = registry.resolve("models:/motor_frequency@challenger")
-    assert (challenger.version, challenger.flavor, challenger.stage.value) == (2, "onnx", "Staging")
-    assert (tmp_path / "tables" / "motor_frequency-v1" / "area.csv").exists()
+    assert (challenger.version, challenger.flavor) == (2, "onnx")
+    approved = registry.production_at("motor_frequency", datetime.now(UTC))
+    assert approved.request is not None
+    assert (approved.request.requested_by, approved.request.decided_by) == ("alice", "carol")
+    assert registry.verify_audit().ok
+    folder = tmp_path / "demo" / "motor_frequency-v1"
+    assert (folder / "tables" / "area.csv").exists()
+    assert (folder / "validation-report-1.html").read_text().startswith("<!DOCTYPE html>")

@@ -21,8 +21,10 @@ from ratekeeper.synthetic import (
     RATING_FACTORS,
     motor_portfolio,
 )
+from ratekeeper.validation.metrics import gini
 
 MODEL = "motor_frequency"
+MODELLER, CHIEF_ACTUARY = "alice", "carol"
 AVERAGE_CLAIM_COST = 1_800.0  # EUR, an assumption of the demo: frequency × severity = risk premium
 
 
@@ -82,19 +84,11 @@ def holdout_metrics(model: Any, holdout: Any) -> dict[str, float]:
     }
 
 
-def gini(claims: np.ndarray, expected: np.ndarray, exposure: np.ndarray) -> float:
-    """Gini of the ordered Lorenz curve: policies sorted by predicted frequency, riskiest last."""
-    order = np.argsort(expected / exposure, kind="stable")
-    cum_exposure = np.concatenate([[0.0], np.cumsum(exposure[order]) / exposure.sum()])
-    cum_claims = np.concatenate([[0.0], np.cumsum(claims[order]) / claims.sum()])
-    area = np.sum((cum_exposure[1:] - cum_exposure[:-1]) * (cum_claims[1:] + cum_claims[:-1]) / 2)
-    return float(1 - 2 * area)
-
-
 def run_demo(registry: Registry, *, n_policies: int = 50_000, out: Path | None = None) -> None:
     started = time.perf_counter()
     console.print(
-        f"[bold]ratekeeper demo[/] — registry {registry!r}, artifacts in {registry.blobs.root}"
+        f"[bold]ratekeeper demo[/] — {registry!r} ({registry.policy}), "
+        f"artifacts in {registry.blobs.root}"
     )
     book = motor_portfolio(n_policies, seed=7)
     train, holdout = book.iloc[: int(0.8 * n_policies)], book.iloc[int(0.8 * n_policies) :]
@@ -106,10 +100,17 @@ def run_demo(registry: Registry, *, n_policies: int = 50_000, out: Path | None =
     glm, gbm = train_glm(train), train_gbm(train)
     console.print("2. trained a Poisson frequency GLM and a LightGBM GBM")
 
+    known = {u.name for u in registry.list_users()}
+    for name, role in ((MODELLER, "modeller"), (CHIEF_ACTUARY, "approver")):
+        if name not in known:
+            registry.add_user(name, [role])
+    modeller, actuary = registry.as_user(MODELLER), registry.as_user(CHIEF_ACTUARY)
+    console.print(f"3. users: {MODELLER} (modeller) and {CHIEF_ACTUARY} (approver, Chief Actuary)")
+
     register = dict(
         training_data=train, target="claim_count", exposure="exposure", id_column="policy_id"
     )
-    glm_version = registry.register_model(
+    glm_version = modeller.register_model(
         glm,
         MODEL,
         metrics=holdout_metrics(glm, holdout),
@@ -117,7 +118,7 @@ def run_demo(registry: Registry, *, n_policies: int = 50_000, out: Path | None =
         description="Poisson frequency GLM on area, fuel, cover, age, bonus-malus, power",
         **register,
     )
-    gbm_version = registry.register_model(
+    gbm_version = modeller.register_model(
         gbm,
         MODEL,
         metrics=holdout_metrics(gbm, holdout),
@@ -126,19 +127,36 @@ def run_demo(registry: Registry, *, n_policies: int = 50_000, out: Path | None =
         **register,
     )
     console.print(
-        f"3. registered {MODEL} version {glm_version.version} (GLM, {glm_version.flavor}) "
-        f"and version {gbm_version.version} (GBM, {gbm_version.flavor})"
+        f"4. {MODELLER} registered {MODEL} version {glm_version.version} (GLM, "
+        f"{glm_version.flavor}) and version {gbm_version.version} (GBM, {gbm_version.flavor})"
     )
 
-    registry.transition_stage(
-        MODEL, glm_version.version, "Production", comment="demo: GLM signed off as the tariff"
+    request = modeller.request_promotion(
+        MODEL,
+        glm_version.version,
+        "Production",
+        holdout=holdout,
+        protected="gender",
+        comment="new motor tariff",
     )
-    registry.set_alias(MODEL, "champion", glm_version.version)
-    registry.transition_stage(MODEL, gbm_version.version, "Staging", comment="demo: challenger")
-    registry.set_alias(MODEL, "challenger", gbm_version.version)
+    verdict = "passed" if request.gates_passed else "FAILED"
     console.print(
-        f"4. version {glm_version.version} → Production (@champion); "
-        f"version {gbm_version.version} → Staging (@challenger)"
+        f"5. {MODELLER} requested Production for version {glm_version.version}: "
+        f"request {request.id}, gates {verdict}"
+    )
+    decided = actuary.approve(request.id, override=False, comment="signed off by the Chief Actuary")
+    actuary.set_alias(MODEL, "champion", glm_version.version)
+    console.print(
+        f"6. {CHIEF_ACTUARY} approved request {decided.id}: version "
+        f"{glm_version.version} → Production (@champion)"
+    )
+    challenger_request = modeller.request_promotion(
+        MODEL, gbm_version.version, "Staging", holdout=holdout, comment="challenger"
+    )
+    actuary.set_alias(MODEL, "challenger", gbm_version.version)
+    console.print(
+        f"7. version {gbm_version.version} requested for Staging (request "
+        f"{challenger_request.id}: {challenger_request.status}), @challenger"
     )
 
     champion = registry.load_model(f"models:/{MODEL}/Production")
@@ -148,7 +166,7 @@ def run_demo(registry: Registry, *, n_policies: int = 50_000, out: Path | None =
     expected = [champion.predict_one(r) for r in rows]
     expected_gbm = challenger.predict(policies)
     console.print(
-        f"5. priced {len(rows)} policies with models:/{MODEL}/Production "
+        f"8. priced {len(rows)} policies with models:/{MODEL}/Production "
         f"(version {champion.version})"
     )
     table(
@@ -184,12 +202,22 @@ def run_demo(registry: Registry, *, n_policies: int = 50_000, out: Path | None =
         ],
     )
     from ratekeeper.packaging.tables import write_rating_tables
+    from ratekeeper.validation.report import render_html
 
-    folder = out or registry.blobs.root.parent / "tables" / f"{MODEL}-v{glm_version.version}"
-    written = write_rating_tables(registry.load_package(glm_version), folder)
-    console.print(f"6. rating-factor tables of the GLM: {len(written)} CSV files in {folder}")
+    folder = out or registry.blobs.root.parent / "demo" / f"{MODEL}-v{glm_version.version}"
+    written = write_rating_tables(registry.load_package(glm_version), folder / "tables")
+    report = folder / f"validation-report-{request.id}.html"
+    report.write_text(render_html(registry.request_report(request.id)), encoding="utf-8")
+    console.print(
+        f"9. the GLM's {len(written)} rating-factor tables (CSV) and the validation "
+        f"report the Chief Actuary read: {folder}"
+    )
+    check = registry.verify_audit()
+    console.print(
+        f"10. audit trail: {check.checked} events, chain {'intact' if check.ok else 'BROKEN'}"
+    )
     console.print(
         f"done in {time.perf_counter() - started:.1f} s. Next: "
-        f"`ratekeeper models show {MODEL}`, `ratekeeper versions show {MODEL} "
-        f"{glm_version.version}`, `ratekeeper history {MODEL}`"
+        f"`ratekeeper models show {MODEL}`, `ratekeeper requests list`, "
+        f"`ratekeeper audit log --model {MODEL}`, `ratekeeper serve`"
     )
