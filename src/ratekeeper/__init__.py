@@ -16,11 +16,13 @@ from ratekeeper.packaging.signature import Signature, ValidationPolicy
 from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, StageTransition
 from ratekeeper.registry.registry import Registry, load_model
 from ratekeeper.settings import Settings
+from ratekeeper.validation.policy import GatePolicy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConflictError",
+    "GatePolicy",
     "IntegrityError",
     "InvalidInputError",
     "ModelVersion",

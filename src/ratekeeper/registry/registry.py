@@ -137,6 +137,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
                     )
                 recorded = conn.execute(sa.select(registry_state)).one()
         elif policy is not None and policy != recorded.policy:
+            self.engine.dispose()
             raise ConflictError(
                 f"this registry was created {recorded.policy}; its policy cannot become {policy}"
             )
