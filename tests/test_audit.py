@@ -13,12 +13,17 @@ MODEL = "motor_frequency"
 
 @pytest.fixture
 def registry(registry_uri, tmp_path, portfolio):
-    registry = rk.Registry(registry_uri, artifacts=tmp_path / "artifacts", user="root",
-                           policy="open")
+    registry = rk.Registry(
+        registry_uri, artifacts=tmp_path / "artifacts", user="root", policy="open"
+    )
     train = portfolio.iloc[:1500]
     registry.register_model(train_glm(train), MODEL, training_data=train, exposure="exposure")
-    registry.register_model(train_glm(portfolio.iloc[:1400]), MODEL,
-                            training_data=portfolio.iloc[:1400], exposure="exposure")
+    registry.register_model(
+        train_glm(portfolio.iloc[:1400]),
+        MODEL,
+        training_data=portfolio.iloc[:1400],
+        exposure="exposure",
+    )
     registry.transition_stage(MODEL, 1, "Production", comment="first")
     registry.set_alias(MODEL, "champion", 1)
     registry.transition_stage(MODEL, 2, "Production")
@@ -44,12 +49,25 @@ def raw(registry: rk.Registry, *statements: str, bypass: bool = False) -> None:
 def test_every_state_change_is_an_event_with_actor_before_and_after(registry) -> None:
     events = registry.audit_log(MODEL)
     assert [e.action for e in events] == [
-        "register", "register", "stage", "alias.set", "stage", "stage", "rollback", "stage",
-        "stage", "alias.delete",
+        "register",
+        "register",
+        "stage",
+        "alias.set",
+        "stage",
+        "stage",
+        "rollback",
+        "stage",
+        "stage",
+        "alias.delete",
     ]
     promote = events[2]
     assert (promote.actor, promote.version, promote.before, promote.after, promote.comment) == (
-        "root", 1, {"stage": "None"}, {"stage": "Production"}, "first")
+        "root",
+        1,
+        {"stage": "None"},
+        {"stage": "Production"},
+        "first",
+    )
     assert events[6].before == {"production": 2} and events[6].after == {"production": 1}
     assert registry.verify_audit() == rk.governance.audit.AuditVerification(True, 11)
 
@@ -70,15 +88,24 @@ def test_the_database_refuses_to_change_a_version(registry) -> None:
     raw(registry, "UPDATE model_versions SET stage = 'Archived' WHERE version = 2")  # stages move
 
 
-@pytest.mark.parametrize(("tamper", "first_bad", "reason"), [
-    ("UPDATE audit_events SET actor = 'mallory' WHERE id = 4", 4, "content was edited"),
-    ("DELETE FROM audit_events WHERE id = 5", 6, "predecessor is missing"),
-    ("UPDATE audit_events SET id = id + 100 WHERE id = 3", 4, "predecessor is missing"),
-    ("DELETE FROM audit_events WHERE id = 11", 10, "events after it were deleted"),
-    ("INSERT INTO audit_events (id, at, actor, action, prev_hash, hash) SELECT 7000, at, 'x', "
-     "'stage', hash, 'f00d' FROM audit_events WHERE id = 11", 7000, "content was edited"),
-])
-def test_verify_names_the_first_bad_event_after_a_raw_edit(registry, tamper, first_bad, reason) -> None:
+@pytest.mark.parametrize(
+    ("tamper", "first_bad", "reason"),
+    [
+        ("UPDATE audit_events SET actor = 'mallory' WHERE id = 4", 4, "content was edited"),
+        ("DELETE FROM audit_events WHERE id = 5", 6, "predecessor is missing"),
+        ("UPDATE audit_events SET id = id + 100 WHERE id = 3", 4, "predecessor is missing"),
+        ("DELETE FROM audit_events WHERE id = 11", 10, "events after it were deleted"),
+        (
+            "INSERT INTO audit_events (id, at, actor, action, prev_hash, hash) SELECT 7000, at, 'x', "
+            "'stage', hash, 'f00d' FROM audit_events WHERE id = 11",
+            7000,
+            "content was edited",
+        ),
+    ],
+)
+def test_verify_names_the_first_bad_event_after_a_raw_edit(
+    registry, tamper, first_bad, reason
+) -> None:
     raw(registry, tamper, bypass=True)
     result = registry.verify_audit()
     assert not result.ok
@@ -93,4 +120,6 @@ def test_cli_audit_verify_exits_non_zero_on_a_broken_chain(registry, capsys) -> 
     with pytest.raises(SystemExit) as exit_info:
         main(["--registry", registry.url, "audit", "verify"])
     assert exit_info.value.code == 1
-    assert capsys.readouterr().err.startswith("error: audit trail broken at event 7: its content was edited")
+    assert capsys.readouterr().err.startswith(
+        "error: audit trail broken at event 7: its content was edited"
+    )

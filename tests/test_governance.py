@@ -12,24 +12,35 @@ from ratekeeper.demo import train_glm
 
 MODEL = "motor_frequency"
 # Tests about the workflow, not the gates: versions trained on other samples may move premiums.
-LENIENT = rk.GatePolicy(deviance_margin=1.0, gini_margin=1.0, dislocation_cap_10=1.0,
-                        dislocation_cap_25=1.0)
+LENIENT = rk.GatePolicy(
+    deviance_margin=1.0, gini_margin=1.0, dislocation_cap_10=1.0, dislocation_cap_25=1.0
+)
 
 
 @pytest.fixture
 def team(registry_uri, tmp_path, portfolio):
     """A governed registry: root (admin), alice (modeller), carol (approver), dave (deployer),
     erin (approver + admin); alice has registered version 1."""
-    admin = rk.Registry(registry_uri, artifacts=tmp_path / "artifacts", user="root",
-                        policy="governed", gate_policy=LENIENT)
-    for name, roles in (("alice", ["modeller"]), ("carol", ["approver"]),
-                        ("dave", ["deployer"]), ("erin", ["approver", "admin"]),
-                        ("vic", ["viewer"])):
+    admin = rk.Registry(
+        registry_uri,
+        artifacts=tmp_path / "artifacts",
+        user="root",
+        policy="governed",
+        gate_policy=LENIENT,
+    )
+    for name, roles in (
+        ("alice", ["modeller"]),
+        ("carol", ["approver"]),
+        ("dave", ["deployer"]),
+        ("erin", ["approver", "admin"]),
+        ("vic", ["viewer"]),
+    ):
         admin.add_user(name, roles)
     alice = admin.as_user("alice")
     train = portfolio.iloc[:2000]
-    alice.register_model(train_glm(train), MODEL, training_data=train, target="claim_count",
-                         exposure="exposure")
+    alice.register_model(
+        train_glm(train), MODEL, training_data=train, target="claim_count", exposure="exposure"
+    )
     yield {name: admin.as_user(name) for name in ("root", "alice", "carol", "dave", "erin", "vic")}
     admin.close()
 
@@ -50,7 +61,11 @@ def test_a_new_registry_is_governed_and_its_creator_is_admin(registry_uri, tmp_p
 
 def test_production_needs_an_approval_by_a_second_person(team, holdout) -> None:
     request = team["alice"].request_promotion(MODEL, 1, "Production", holdout=holdout)
-    assert (request.status, request.gates_passed, request.requested_by) == ("pending", True, "alice")
+    assert (request.status, request.gates_passed, request.requested_by) == (
+        "pending",
+        True,
+        "alice",
+    )
     assert team["alice"].get_version(MODEL, 1).stage == rk.Stage.NONE
     approved = team["carol"].approve(request.id, comment="signed off")
     assert (approved.status, approved.decided_by) == ("approved", "carol")
@@ -64,10 +79,17 @@ def test_self_approval_is_refused(team, holdout, portfolio) -> None:
     # erin is an approver; a version she created cannot be approved by her.
     erin = team["erin"]
     erin.set_roles("erin", ["approver", "admin", "modeller"])
-    erin.register_model(train_glm(portfolio.iloc[:1500]), MODEL, training_data=portfolio.iloc[:1500],
-                        target="claim_count", exposure="exposure")
+    erin.register_model(
+        train_glm(portfolio.iloc[:1500]),
+        MODEL,
+        training_data=portfolio.iloc[:1500],
+        target="claim_count",
+        exposure="exposure",
+    )
     request = team["alice"].request_promotion(MODEL, 2, "Production", holdout=holdout)
-    with pytest.raises(rk.PermissionDeniedError, match="four-eyes: erin created motor_frequency version 2"):
+    with pytest.raises(
+        rk.PermissionDeniedError, match="four-eyes: erin created motor_frequency version 2"
+    ):
         erin.approve(request.id)
     # carol requested it herself: she cannot approve her own request either.
     own = team["carol"].request_promotion(MODEL, 1, "Production", holdout=holdout)
@@ -79,45 +101,63 @@ def test_self_approval_is_refused(team, holdout, portfolio) -> None:
 @pytest.mark.parametrize("who", ["alice", "dave", "root", "vic"])
 def test_an_approver_role_is_needed(team, holdout, who) -> None:
     request = team["alice"].request_promotion(MODEL, 1, "Production", holdout=holdout)
-    with pytest.raises(rk.PermissionDeniedError, match=f"^{who} .* may not approve: that needs the approver role"):
+    with pytest.raises(
+        rk.PermissionDeniedError, match=f"^{who} .* may not approve: that needs the approver role"
+    ):
         team[who].approve(request.id)
 
 
 def test_promoting_around_the_workflow_is_refused(team) -> None:
     for who in ("alice", "carol", "root"):
-        with pytest.raises(rk.PermissionDeniedError, match="governed: Production needs an approved promotion request"):
+        with pytest.raises(
+            rk.PermissionDeniedError,
+            match="governed: Production needs an approved promotion request",
+        ):
             team[who].transition_stage(MODEL, 1, "Production")
         with pytest.raises(rk.PermissionDeniedError, match="governed: Staging needs"):
             team[who].transition_stage(MODEL, 1, "Staging")
     with pytest.raises(rk.PermissionDeniedError, match="alice .* may not archive"):
         team["alice"].transition_stage(MODEL, 1, "Archived")
     assert team["dave"].transition_stage(MODEL, 1, "Archived").stage == rk.Stage.ARCHIVED
-    with pytest.raises(rk.PermissionDeniedError, match="'mallory' is not a user of this governed registry"):
+    with pytest.raises(
+        rk.PermissionDeniedError, match="'mallory' is not a user of this governed registry"
+    ):
         team["root"].as_user("mallory").set_alias(MODEL, "champion", 1)
 
 
 def test_a_stale_request_cannot_be_approved(team, holdout, portfolio) -> None:
     first = team["alice"].request_promotion(MODEL, 1, "Production", holdout=holdout)
     team["carol"].approve(first.id)
-    team["alice"].register_model(train_glm(portfolio.iloc[:1800]), MODEL,
-                                 training_data=portfolio.iloc[:1800], target="claim_count",
-                                 exposure="exposure")
-    team["alice"].register_model(train_glm(portfolio.iloc[:1600]), MODEL,
-                                 training_data=portfolio.iloc[:1600], target="claim_count",
-                                 exposure="exposure")
+    team["alice"].register_model(
+        train_glm(portfolio.iloc[:1800]),
+        MODEL,
+        training_data=portfolio.iloc[:1800],
+        target="claim_count",
+        exposure="exposure",
+    )
+    team["alice"].register_model(
+        train_glm(portfolio.iloc[:1600]),
+        MODEL,
+        training_data=portfolio.iloc[:1600],
+        target="claim_count",
+        exposure="exposure",
+    )
     old = team["alice"].request_promotion(MODEL, 2, "Production", holdout=holdout)
     assert old.champion_version == 1
     newer = team["alice"].request_promotion(MODEL, 3, "Production", holdout=holdout)
     team["carol"].approve(newer.id)
-    with pytest.raises(rk.ConflictError, match="stale: Production is now version 3, the gates compared against 1"):
+    with pytest.raises(
+        rk.ConflictError, match="stale: Production is now version 3, the gates compared against 1"
+    ):
         team["carol"].approve(old.id)
     with pytest.raises(rk.ConflictError, match=f"request {newer.id} is approved, not pending"):
         team["carol"].approve(newer.id)
 
 
 def test_failed_gates_need_a_recorded_admin_override(team, holdout, portfolio) -> None:
-    strict = rk.Registry(team["alice"].url, user="alice",
-                         gate_policy=rk.GatePolicy(psi_threshold=1e-9))
+    strict = rk.Registry(
+        team["alice"].url, user="alice", gate_policy=rk.GatePolicy(psi_threshold=1e-9)
+    )
     request = strict.request_promotion(MODEL, 1, "Production", holdout=holdout)
     strict.close()
     assert not request.gates_passed
@@ -138,28 +178,53 @@ def test_prohibited_rating_factors_are_refused_at_request_time(team, portfolio, 
     from sklearn.preprocessing import OneHotEncoder
 
     train = portfolio.iloc[:2000]
-    model = Pipeline([
-        ("encode", ColumnTransformer([("c", OneHotEncoder(drop="first"), ["area", "gender"]),
-                                      ("n", "passthrough", ["driver_age"])])),
-        ("glm", PoissonRegressor(solver="newton-cholesky")),
-    ]).fit(train[["area", "gender", "driver_age"]], train["claim_count"] / train["exposure"],
-           glm__sample_weight=train["exposure"])
-    team["alice"].register_model(model, MODEL, training_data=train, target="claim_count",
-                                 exposure="exposure")
-    with pytest.raises(rk.InvalidInputError, match="version 2 uses prohibited rating factor\\(s\\) gender"):
+    model = Pipeline(
+        [
+            (
+                "encode",
+                ColumnTransformer(
+                    [
+                        ("c", OneHotEncoder(drop="first"), ["area", "gender"]),
+                        ("n", "passthrough", ["driver_age"]),
+                    ]
+                ),
+            ),
+            ("glm", PoissonRegressor(solver="newton-cholesky")),
+        ]
+    ).fit(
+        train[["area", "gender", "driver_age"]],
+        train["claim_count"] / train["exposure"],
+        glm__sample_weight=train["exposure"],
+    )
+    team["alice"].register_model(
+        model, MODEL, training_data=train, target="claim_count", exposure="exposure"
+    )
+    with pytest.raises(
+        rk.InvalidInputError, match="version 2 uses prohibited rating factor\\(s\\) gender"
+    ):
         team["alice"].request_promotion(MODEL, 2, "Production", holdout=holdout)
     assert team["root"].list_requests(MODEL) == []
 
 
-def test_staging_moves_when_the_gates_pass_and_rollback_needs_a_deployer(team, holdout, portfolio) -> None:
+def test_staging_moves_when_the_gates_pass_and_rollback_needs_a_deployer(
+    team, holdout, portfolio
+) -> None:
     staged = team["alice"].request_promotion(MODEL, 1, "Staging", holdout=holdout)
     assert (staged.status, staged.decided_by) == ("approved", "policy")
     assert team["root"].get_version(MODEL, 1).stage == rk.Stage.STAGING
-    team["carol"].approve(team["alice"].request_promotion(MODEL, 1, "Production", holdout=holdout).id)
-    team["alice"].register_model(train_glm(portfolio.iloc[:1700]), MODEL,
-                                 training_data=portfolio.iloc[:1700], target="claim_count",
-                                 exposure="exposure")
-    team["carol"].approve(team["alice"].request_promotion(MODEL, 2, "Production", holdout=holdout).id)
+    team["carol"].approve(
+        team["alice"].request_promotion(MODEL, 1, "Production", holdout=holdout).id
+    )
+    team["alice"].register_model(
+        train_glm(portfolio.iloc[:1700]),
+        MODEL,
+        training_data=portfolio.iloc[:1700],
+        target="claim_count",
+        exposure="exposure",
+    )
+    team["carol"].approve(
+        team["alice"].request_promotion(MODEL, 2, "Production", holdout=holdout).id
+    )
     with pytest.raises(rk.PermissionDeniedError, match="alice .* may not rollback"):
         team["alice"].rollback(MODEL)
     assert team["dave"].rollback(MODEL).version == 1
@@ -184,14 +249,21 @@ def test_tokens_are_hashed_shown_once_and_revocable(team) -> None:
 
 def test_production_at_answers_who_approved_and_on_what_evidence(team, holdout, portfolio) -> None:
     before = datetime.now(UTC)
-    request = team["alice"].request_promotion(MODEL, 1, "Production", holdout=holdout,
-                                              comment="2027 tariff")
+    request = team["alice"].request_promotion(
+        MODEL, 1, "Production", holdout=holdout, comment="2027 tariff"
+    )
     team["carol"].approve(request.id, comment="signed off")
     middle = datetime.now(UTC)
-    team["alice"].register_model(train_glm(portfolio.iloc[:1700]), MODEL,
-                                 training_data=portfolio.iloc[:1700], target="claim_count",
-                                 exposure="exposure")
-    team["carol"].approve(team["alice"].request_promotion(MODEL, 2, "Production", holdout=holdout).id)
+    team["alice"].register_model(
+        train_glm(portfolio.iloc[:1700]),
+        MODEL,
+        training_data=portfolio.iloc[:1700],
+        target="claim_count",
+        exposure="exposure",
+    )
+    team["carol"].approve(
+        team["alice"].request_promotion(MODEL, 2, "Production", holdout=holdout).id
+    )
     with pytest.raises(rk.NotFoundError, match="had no Production version"):
         team["vic"].production_at(MODEL, before)
     record = team["vic"].production_at(MODEL, middle)

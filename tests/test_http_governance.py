@@ -1,0 +1,88 @@
+"""The promotion workflow over HTTP: bearer tokens, the same roles, 401 / 403 / 409."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+import ratekeeper as rk
+from ratekeeper.demo import train_glm
+from ratekeeper.http.app import create_app
+from ratekeeper.synthetic import RATING_FACTORS, motor_portfolio
+
+MODEL = "motor_frequency"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    book = motor_portfolio(3000, seed=9)
+    train, holdout = book.iloc[:2000], book.iloc[2000:]
+    admin = rk.Registry(tmp_path_factory.mktemp("gov"), user="root", policy="governed")
+    admin.add_user("alice", ["modeller"])
+    admin.add_user("carol", ["approver"])
+    admin.as_user("alice").register_model(
+        train_glm(train), MODEL, training_data=train, target="claim_count", exposure="exposure"
+    )
+    tokens = {name: admin.create_token(name) for name in ("alice", "carol")}
+    rows = holdout[[*RATING_FACTORS, "exposure", "claim_count"]].copy()
+    for name in ("area", "fuel", "cover"):
+        rows[name] = rows[name].astype(str)
+    client = TestClient(create_app(admin))
+    return admin, tokens, rows.to_dict("records"), client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def test_the_workflow_end_to_end_with_the_same_rules(world) -> None:
+    admin, tokens, holdout, client = world
+    body = {
+        "model": MODEL,
+        "version": 1,
+        "stage": "Production",
+        "holdout": holdout,
+        "comment": "2027 tariff",
+    }
+    assert client.post("/v1/requests", json=body).status_code == 401
+    assert client.post("/v1/requests", json=body, headers=bearer("rk_nope_x")).status_code == 401
+    created = client.post("/v1/requests", json=body, headers=bearer(tokens["alice"]))
+    assert created.status_code == 201, created.text
+    request = created.json()
+    assert (request["status"], request["requested_by"], request["gates_passed"]) == (
+        "pending",
+        "alice",
+        True,
+    )
+    url = f"/v1/requests/{request['id']}"
+
+    # the modeller's own token cannot approve: 403 with the reason
+    denied = client.post(f"{url}/approve", headers=bearer(tokens["alice"]))
+    assert denied.status_code == 403
+    assert denied.json()["error"]["message"] == (
+        "alice (modeller) may not approve: that needs the approver role"
+    )
+    report = client.get(f"{url}/report", headers=bearer(tokens["carol"]))
+    assert report.status_code == 200 and "<svg" in report.text
+    approved = client.post(
+        f"{url}/approve", json={"comment": "signed off"}, headers=bearer(tokens["carol"])
+    )
+    assert approved.status_code == 200 and approved.json()["decided_by"] == "carol"
+    assert admin.get_version(MODEL, 1).stage == rk.Stage.PRODUCTION
+    again = client.post(f"{url}/approve", headers=bearer(tokens["carol"]))
+    assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
+
+    listed = client.get("/v1/requests", params={"model": MODEL}, headers=bearer(tokens["alice"]))
+    assert [r["status"] for r in listed.json()["requests"]] == ["approved"]
+    audit = client.get("/v1/audit", params={"model": MODEL}, headers=bearer(tokens["alice"]))
+    assert [e["action"] for e in audit.json()["events"]][-3:] == ["request", "approve", "stage"]
+    assert client.get("/v1/audit/verify", headers=bearer(tokens["carol"])).json()["ok"] is True
+
+
+def test_a_revoked_token_stops_working(world) -> None:
+    admin, _, _, client = world
+    token = admin.create_token("carol")
+    admin.revoke_token(token.split("_")[1])
+    response = client.get("/v1/requests", headers=bearer(token))
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "the bearer token is unknown or revoked"
