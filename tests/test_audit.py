@@ -96,7 +96,8 @@ def test_the_database_refuses_to_change_a_version(registry) -> None:
         ("UPDATE audit_events SET id = id + 100 WHERE id = 3", 4, "predecessor is missing"),
         ("DELETE FROM audit_events WHERE id = 11", 10, "events after it were deleted"),
         (
-            "INSERT INTO audit_events (id, at, actor, action, prev_hash, hash) SELECT 7000, at, 'x', "
+            "INSERT INTO audit_events (id, at, actor, action, prev_hash, hash) "
+            "SELECT 7000, at, 'x', "
             "'stage', hash, 'f00d' FROM audit_events WHERE id = 11",
             7000,
             "content was edited",

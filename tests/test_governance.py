@@ -116,7 +116,7 @@ def test_promoting_around_the_workflow_is_refused(team) -> None:
             team[who].transition_stage(MODEL, 1, "Production")
         with pytest.raises(rk.PermissionDeniedError, match="governed: Staging needs"):
             team[who].transition_stage(MODEL, 1, "Staging")
-    with pytest.raises(rk.PermissionDeniedError, match="alice .* may not archive"):
+    with pytest.raises(rk.PermissionDeniedError, match=r"alice .* may not archive"):
         team["alice"].transition_stage(MODEL, 1, "Archived")
     assert team["dave"].transition_stage(MODEL, 1, "Archived").stage == rk.Stage.ARCHIVED
     with pytest.raises(
@@ -163,7 +163,7 @@ def test_failed_gates_need_a_recorded_admin_override(team, holdout, portfolio) -
     assert not request.gates_passed
     with pytest.raises(rk.ConflictError, match="the gates failed; only an admin may approve it"):
         team["carol"].approve(request.id)
-    with pytest.raises(rk.PermissionDeniedError, match="carol .* may not override"):
+    with pytest.raises(rk.PermissionDeniedError, match=r"carol .* may not override"):
         team["carol"].approve(request.id, override=True)
     approved = team["erin"].approve(request.id, override=True, comment="PSI noise, accepted")
     assert approved.override
@@ -225,7 +225,7 @@ def test_staging_moves_when_the_gates_pass_and_rollback_needs_a_deployer(
     team["carol"].approve(
         team["alice"].request_promotion(MODEL, 2, "Production", holdout=holdout).id
     )
-    with pytest.raises(rk.PermissionDeniedError, match="alice .* may not rollback"):
+    with pytest.raises(rk.PermissionDeniedError, match=r"alice .* may not rollback"):
         team["alice"].rollback(MODEL)
     assert team["dave"].rollback(MODEL).version == 1
 
@@ -238,7 +238,7 @@ def test_tokens_are_hashed_shown_once_and_revocable(team) -> None:
     with team["root"].engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT token_sha256 FROM tokens")).scalar()
     assert token not in stored and len(stored) == 64
-    with pytest.raises(rk.PermissionDeniedError, match="carol .* may not manage users"):
+    with pytest.raises(rk.PermissionDeniedError, match=r"carol .* may not manage users"):
         team["carol"].create_token("carol")
     prefix = token.split("_")[1]
     team["root"].revoke_token(prefix)
