@@ -19,6 +19,7 @@ from sklearn.preprocessing import OneHotEncoder
 import ratekeeper as rk
 from ratekeeper.demo import train_gbm, train_glm
 from ratekeeper.errors import InvalidInputError
+from ratekeeper.packaging.lineage import data_fingerprint
 from ratekeeper.packaging.signature import CATEGORICAL, INTEGER, NUMERIC, Field, Signature
 from ratekeeper.synthetic import (
     CATEGORICAL_FACTORS,
@@ -135,6 +136,9 @@ def test_a_first_promotion_has_no_comparative_gates(registry, models, holdout) -
     assert (report.model, report.challenger_version, report.champion_version) == ("freq", 1, None)
     assert report.holdout_rows == len(holdout)
     assert report.excluded_rows == 0
+    assert report.challenger_digest == registry.get_version("freq", 1).artifact_digest
+    assert report.champion_digest is None
+    assert report.holdout_sha256 == data_fingerprint(holdout)["content_sha256"]
     assert report.holdout_exposure == pytest.approx(holdout["exposure"].sum())
     assert (report.family, report.power) == ("poisson", None)
     expected = in_memory(models["glm"], holdout)
@@ -158,6 +162,9 @@ def test_a_first_promotion_has_no_comparative_gates(registry, models, holdout) -
 
 def test_a_gbm_challenger_against_the_glm_champion(registry, models, holdout) -> None:
     report = run_gates(scorer(registry, 2), scorer(registry, 1), holdout, target="claim_count")
+    assert (report.challenger_version, report.champion_version) == (2, 1)
+    assert report.champion_digest == registry.get_version("freq", 1).artifact_digest
+    assert report.challenger_digest == registry.get_version("freq", 2).artifact_digest
     exposure = holdout["exposure"].to_numpy()
     rate = holdout["claim_count"].to_numpy() / exposure
     glm, gbm = in_memory(models["glm"], holdout), in_memory(models["gbm"], holdout)
@@ -308,6 +315,7 @@ def test_policies_a_model_refuses_are_left_out_and_counted(registry, holdout) ->
     report = run_gates(scorer(registry, 2), scorer(registry, 1), frame, target="claim_count")
     assert report.excluded_rows == 2
     assert report.holdout_rows == 498
+    assert report.holdout_sha256 == data_fingerprint(frame)["content_sha256"]
     assert report.excluded_reason == (
         "the challenger (version 2) refuses 2 rows, e.g. row 3, area: level 'Z' was not in the "
         "training data (known: 'A', 'B', 'C', 'D', 'E', 'F')"

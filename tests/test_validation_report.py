@@ -76,7 +76,9 @@ def test_the_page_shows_every_gate_the_versions_and_the_verdict(reports) -> None
     assert "blocked by: Prohibited rating factors" in page
     assert "uses prohibited rating factors: gender" in page
     assert f"{compared.holdout_rows:,} policies" in page
-    assert "version 2" in page and "version 1" in page
+    assert f"version 2, {compared.challenger_digest}" in page
+    assert f"version 1, {compared.champion_digest}" in page
+    assert compared.holdout_sha256 in page
     first_page = render_html(first)
     assert "motor v1 vs champion none" in first_page
     assert "none (first promotion)" in first_page

@@ -63,3 +63,12 @@ def exposure_bins(order: np.ndarray, exposure: np.ndarray, n_bins: int) -> np.nd
     bins = np.empty(len(order), dtype=np.int64)
     bins[order] = np.clip(position, 0, n_bins - 1)
     return bins
+
+
+def floats(values: Any) -> tuple[float, ...]:
+    """Plain Python floats (JSON-ready) from any sequence of numbers."""
+    return tuple(float(v) for v in values)
+
+
+def optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
