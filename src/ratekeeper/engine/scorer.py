@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ratekeeper.errors import InvalidInputError, Problem
-from ratekeeper.packaging.frames import to_columns
+from ratekeeper.packaging.frames import as_float, to_columns
 from ratekeeper.packaging.package import Package
 from ratekeeper.packaging.signature import Signature, ValidationReport, problems_error
 from ratekeeper.registry.entities import ModelVersion
@@ -64,7 +64,8 @@ class Scorer:
         self._frame_signature.check_columns(columns, n_rows).raise_for_problems()
         rate = self._predictor.predict_columns(columns, n_rows)
         if self._exposure is not None:
-            return rate * np.asarray(columns[self._exposure], dtype=np.float64)
+            priced: np.ndarray = rate * as_float(columns[self._exposure])
+            return priced
         return rate
 
     def predict_each(self, policies: Sequence[Any]) -> list[float | list[Problem]]:
@@ -86,7 +87,7 @@ class Scorer:
             columns, n_rows = to_columns(valid)
             prices = self._predictor.predict_columns(columns, n_rows)
             if self._exposure is not None:
-                prices = prices * np.asarray(columns[self._exposure], dtype=np.float64)
+                prices = prices * as_float(columns[self._exposure])
             for position, price in zip(positions, prices.tolist(), strict=True):
                 results[position] = price
         return results

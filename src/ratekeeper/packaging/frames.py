@@ -1,22 +1,61 @@
-"""Turn the inputs users hand us (pandas, pyarrow, a list of dicts) into named numpy columns.
+"""Turn the inputs users hand us (pandas, pyarrow, a list of dicts) into named columns.
 
-Nothing here knows about models; the signature check and the scorers work on the result.
+A numeric column becomes a float64 array (NaN for nulls). Every other column is factorized
+once into a ``Factor``: integer codes into its distinct values (-1 for nulls). The signature
+check then works per distinct value instead of per row, and the scorers turn levels into
+coefficients or tree codes with one small lookup and one ``take`` — a million policies with a
+few rating-factor levels cost a few array operations, not a million dictionary lookups.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ratekeeper.errors import InvalidInputError
 
-Columns = dict[str, np.ndarray]
+
+@dataclass(frozen=True)
+class Factor:
+    """A non-numeric column: ``codes`` (int64, -1 = null) into ``uniques`` (object)."""
+
+    codes: np.ndarray
+    uniques: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def values(self) -> np.ndarray:
+        """The column as an object array (None for nulls)."""
+        table = np.append(self.uniques, np.array([None], dtype=object))
+        values: np.ndarray = table[self.codes]  # -1 picks the appended None
+        return values
+
+    def take(self, rows: np.ndarray) -> Factor:
+        return Factor(self.codes[rows], self.uniques)
+
+    @classmethod
+    def of(cls, values: Any) -> Factor:
+        import pandas as pd
+
+        if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+            return cls(
+                np.asarray(values.cat.codes, dtype=np.int64),
+                np.asarray(values.cat.categories, dtype=object),
+            )
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        return cls(np.asarray(codes, dtype=np.int64), np.asarray(uniques, dtype=object))
+
+
+Column = np.ndarray | Factor
+Columns = dict[str, Column]
 
 
 def to_columns(data: Any) -> tuple[Columns, int]:
-    """Return ``(columns, n_rows)``; numeric columns come back as float64 with NaN for nulls."""
+    """Return ``(columns, n_rows)``."""
     module = type(data).__module__
     if module.startswith("pandas"):
         return _from_pandas(data)
@@ -30,6 +69,40 @@ def to_columns(data: Any) -> tuple[Columns, int]:
     )
 
 
+def take(columns: Columns, rows: np.ndarray) -> Columns:
+    return {
+        name: column.take(rows) if isinstance(column, Factor) else column[rows]
+        for name, column in columns.items()
+    }
+
+
+def as_float(column: Column) -> np.ndarray:
+    """A numeric view of a column (values that are not numbers become NaN)."""
+    if isinstance(column, Factor):
+        lookup = np.array([_float_or_nan(v) for v in column.uniques] + [np.nan], dtype=np.float64)
+        numbers: np.ndarray = lookup[column.codes]
+        return numbers
+    return np.asarray(column, dtype=np.float64)
+
+
+def level_codes(column: Column, levels: Sequence[str]) -> np.ndarray:
+    """For each row, the index of its value in ``levels``; -1 for nulls and unknown values."""
+    import pandas as pd
+
+    if not isinstance(column, Factor):
+        column = Factor.of(np.asarray(column, dtype=object))
+    names = [u if isinstance(u, str) else str(u) for u in column.uniques]
+    lookup = np.append(pd.Index(list(levels), dtype=object).get_indexer(names), -1)
+    codes: np.ndarray = lookup[column.codes]
+    return codes
+
+
+def _float_or_nan(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return np.nan
+    return float(value)
+
+
 def _from_pandas(frame: Any) -> tuple[Columns, int]:
     import pandas as pd
 
@@ -39,12 +112,10 @@ def _from_pandas(frame: Any) -> tuple[Columns, int]:
     for name in frame.columns:
         series = frame[name]
         dtype = series.dtype
-        if pd.api.types.is_bool_dtype(dtype):
-            columns[str(name)] = series.to_numpy(dtype=object)
-        elif pd.api.types.is_numeric_dtype(dtype):
+        if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
             columns[str(name)] = series.to_numpy(dtype=np.float64, na_value=np.nan)
         else:
-            columns[str(name)] = series.to_numpy(dtype=object, na_value=None)
+            columns[str(name)] = Factor.of(series)
     return columns, len(frame)
 
 
@@ -59,12 +130,11 @@ def _from_arrow(table: Any) -> tuple[Columns, int]:
     for name, column in zip(table.column_names, table.columns, strict=True):
         kind = column.type
         if pa.types.is_dictionary(kind):
-            column = column.cast(kind.value_type)
             kind = kind.value_type
         if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-            columns[name] = column.to_numpy().astype(np.float64)
+            columns[name] = column.cast(kind).to_numpy().astype(np.float64)
         else:
-            columns[name] = np.asarray(column.to_pylist(), dtype=object)
+            columns[name] = Factor.of(column.to_pandas())
     return columns, table.num_rows
 
 
@@ -76,7 +146,31 @@ def _from_records(rows: Sequence[Any]) -> tuple[Columns, int]:
         names.update(dict.fromkeys(row))
     columns: Columns = {}
     for name in names:
-        column = np.empty(len(rows), dtype=object)
-        column[:] = [row.get(name) for row in rows]
-        columns[str(name)] = column
+        values = np.empty(len(rows), dtype=object)
+        values[:] = [row.get(name) for row in rows]
+        columns[str(name)] = _records_factor(values)
     return columns, len(rows)
+
+
+def _records_factor(values: np.ndarray) -> Factor:
+    """Factorize JSON-ish values without merging 1 and 1.0 and True (types matter to checks)."""
+    index: dict[tuple[type, Any], int] = {}
+    uniques: list[Any] = []
+    codes = np.empty(len(values), dtype=np.int64)
+    for i, value in enumerate(values):
+        if value is None:
+            codes[i] = -1
+            continue
+        try:
+            key = (type(value), value if value == value else "nan")  # NaN != NaN
+            code = index.get(key)
+        except TypeError:  # unhashable (a list, an object): its own value, reported as such
+            key, code = (type(value), ("row", i)), None
+        if code is None:
+            code = index[key] = len(uniques)
+            uniques.append(value)
+        codes[i] = code
+    table = np.empty(len(uniques), dtype=object)
+    for position, value in enumerate(uniques):  # one by one: a list value stays one value
+        table[position] = value
+    return Factor(codes, table)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ratekeeper.errors import UnsupportedModelError
-from ratekeeper.packaging.frames import Columns
+from ratekeeper.packaging.frames import Columns, as_float, level_codes
 
 _LINKS = ("log", "identity")
 
@@ -87,16 +87,14 @@ class GLMPredictor:
         return math.exp(eta) if self._log else eta
 
     def predict_columns(self, columns: Columns, n_rows: int) -> np.ndarray:
-        import pandas as pd
-
         eta = np.full(n_rows, self.terms.intercept)
         for name, table in self._categorical:
-            # get_indexer gives -1 for a level without a coefficient: the appended 0.0 is index -1.
+            # level_codes gives -1 for a level without a coefficient (the base level, or one
+            # the validation policy let through): the appended 0.0 sits at index -1.
             coefficients = np.append(np.fromiter(table.values(), dtype=np.float64), 0.0)
-            codes = pd.Index(list(table)).get_indexer(columns[name])
-            eta += coefficients[codes]
+            eta += coefficients[level_codes(columns[name], list(table))]
         for name, coefficient in self._numeric:
-            eta += coefficient * np.asarray(columns[name], dtype=np.float64)
+            eta += coefficient * as_float(columns[name])
         return np.exp(eta) if self._log else eta
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ratekeeper.errors import UnsupportedModelError
-from ratekeeper.packaging.frames import Columns
+from ratekeeper.packaging.frames import Columns, Factor, as_float, level_codes
 
 TARGET_OPSET = 15  # onnxmltools' LightGBM and XGBoost converters are reliable up to 15
 
@@ -92,40 +92,29 @@ class OnnxPredictor:
         if self.inputs.mode == "matrix":
             matrix = np.empty((n_rows, len(self._plan)), dtype=np.float32)
             for j, (name, codes) in enumerate(self._plan):
-                matrix[:, j] = (
-                    self._encode(name, columns[name])
-                    if codes is not None
-                    else _floats(columns[name])
-                )
+                column = columns[name]
+                if codes is not None:
+                    code = level_codes(column, self.inputs.categories[name]).astype(np.float32)
+                    code[code < 0] = np.nan
+                    matrix[:, j] = code
+                else:
+                    matrix[:, j] = as_float(column)
             feed = {self._input_names[0]: matrix}
         else:
             feed = {}
             for name, codes in self._plan:
                 column = columns[name]
                 if codes is not None:
-                    feed[name] = np.asarray(column, dtype=object).reshape(-1, 1)
+                    values = column.values() if isinstance(column, Factor) else column
+                    feed[name] = np.asarray(values, dtype=object).reshape(-1, 1)
                 else:
-                    feed[name] = _floats(column).reshape(-1, 1)
+                    feed[name] = as_float(column).astype(np.float32).reshape(-1, 1)
         out = self._session.run([self._output], feed)[0]
         return np.asarray(out, dtype=np.float64).reshape(-1)
-
-    def _encode(self, name: str, column: np.ndarray) -> np.ndarray:
-        import pandas as pd
-
-        codes: np.ndarray = pd.Index(self.inputs.categories[name]).get_indexer(column)
-        encoded = codes.astype(np.float32)
-        encoded[codes < 0] = np.nan
-        return encoded
 
 
 def _number(value: Any) -> float:
     return np.nan if value is None else float(value)
-
-
-def _floats(column: np.ndarray) -> np.ndarray:
-    if column.dtype == object:
-        return np.array([np.nan if v is None else float(v) for v in column], dtype=np.float32)
-    return column.astype(np.float32)
 
 
 # -- conversion at registration -------------------------------------------------------------

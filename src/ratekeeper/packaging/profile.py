@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ratekeeper.packaging.frames import Columns
+from ratekeeper.packaging.frames import Columns, Factor, as_float
 from ratekeeper.packaging.signature import CATEGORICAL, Signature
 
 N_BINS = 10
@@ -109,22 +109,28 @@ class ReferenceProfile:
 
     @classmethod
     def build(
-        cls, signature: Signature, columns: Columns, n_rows: int, prediction: np.ndarray
+        cls,
+        signature: Signature,
+        columns: Columns,
+        n_rows: int,
+        prediction: np.ndarray,
+        prediction_rows: np.ndarray | None = None,
     ) -> ReferenceProfile:
+        """``prediction`` is for every row, or for ``prediction_rows`` (a sample) when given."""
         exposure = signature.exposure
-        if exposure is not None:
-            weights = np.asarray(columns[exposure.name], dtype=np.float64)
-        else:
-            weights = np.ones(n_rows)
+        weights = as_float(columns[exposure.name]) if exposure is not None else np.ones(n_rows)
         factors: dict[str, Distribution] = {}
         for f in signature.rating_factors:
+            column = columns[f.name]
             if f.kind == CATEGORICAL:
-                factors[f.name] = LevelShares.fit(columns[f.name], weights)
+                values = column.values() if isinstance(column, Factor) else column
+                factors[f.name] = LevelShares.fit(values, weights)
             else:
-                factors[f.name] = NumericBins.fit(columns[f.name], weights)
+                factors[f.name] = NumericBins.fit(as_float(column), weights)
+        sample = prediction_rows if prediction_rows is not None else slice(None)
         return cls(
             factors=factors,
-            prediction=NumericBins.fit(np.asarray(prediction, dtype=np.float64), weights),
+            prediction=NumericBins.fit(np.asarray(prediction, dtype=np.float64), weights[sample]),
             rows=n_rows,
             weight="exposure" if exposure is not None else "count",
             total_weight=float(weights.sum()),

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ratekeeper.errors import InvalidInputError, Problem
-from ratekeeper.packaging.frames import Columns, to_columns
+from ratekeeper.packaging.frames import Columns, Factor, to_columns
 
 NUMERIC, INTEGER, CATEGORICAL, ANY = "numeric", "integer", "categorical", "any"
 RATING_FACTOR, EXPOSURE, ID = "rating_factor", "exposure", "id"
@@ -266,8 +266,8 @@ class Signature:
                 if not f.nullable:
                     collector.whole_column(f.name, "missing", "column is missing")
                 continue
-            if column.dtype == object:
-                self._check_object_column(f, column, collector)
+            if isinstance(column, Factor):
+                self._check_factor_column(f, column, collector)
             else:
                 self._check_float_column(f, column, collector)
         if self.policy.unknown_field == "reject":
@@ -307,18 +307,22 @@ class Signature:
                 outside = finite & ((column < f.minimum) | (column > f.maximum))
             out.rows(f.name, "out_of_range", outside, lambda i: _range_message(f, float(column[i])))
 
-    def _check_object_column(self, f: Field, column: np.ndarray, out: _Collector) -> None:
-        if f.kind == CATEGORICAL and self.policy.unseen_level == "reject":
-            import pandas as pd
+    def _check_factor_column(self, f: Field, column: Factor, out: _Collector) -> None:
+        """Check each distinct value once, then mark the rows that hold a bad one."""
+        if f.kind == ANY:
+            return
+        verdicts = [self._check_value(f, value, None) for value in column.uniques]
+        verdicts.append(self._check_value(f, None, None))  # code -1: null
+        if all(v is None for v in verdicts):
+            return
+        bad = np.array([v is not None for v in verdicts], dtype=bool)[column.codes]
 
-            known = pd.Index(f.levels).get_indexer(column) >= 0
-            suspects = np.flatnonzero(~known)
-        else:
-            suspects = np.arange(len(column))
-        for i in suspects:
-            problem = self._check_value(f, column[i], int(i))
-            if problem is not None:
-                out.add(problem)
+        def problem(row: int) -> Problem:
+            template = verdicts[column.codes[row]]
+            assert template is not None
+            return Problem(template.field, template.code, template.message, row)
+
+        out.problem_rows(bad, problem)
 
 
 class _Collector:
@@ -343,6 +347,9 @@ class _Collector:
             self.problems.append(Problem(name, code, message))
 
     def rows(self, name: str, code: str, mask: np.ndarray, message: Any) -> None:
+        self.problem_rows(mask, lambda i: Problem(name, code, message(i), i))
+
+    def problem_rows(self, mask: np.ndarray, problem: Any) -> None:
         hits = np.flatnonzero(mask)
         if not len(hits):
             return
@@ -350,7 +357,7 @@ class _Collector:
         self.bad[hits] = True
         room = MAX_REPORTED_PROBLEMS - len(self.problems)
         for i in hits[: max(room, 0)]:
-            self.problems.append(Problem(name, code, message(i), int(i)))
+            self.problems.append(problem(int(i)))
 
     def report(self) -> ValidationReport:
         return ValidationReport(self.problems, self.count, self.bad)

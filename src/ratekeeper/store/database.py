@@ -5,6 +5,7 @@ Every dialect quirk of the registry store lives in this one module:
 - SQLite runs in WAL mode (readers never block the writer) with a busy timeout, and every write
   transaction starts with ``BEGIN IMMEDIATE`` so that two writers serialise at the start of the
   transaction instead of failing at commit with "database is locked".
+- Switching a new SQLite file to WAL mode is retried: SQLite does not wait for that lock.
 - PostgreSQL serialises writers of one model with ``SELECT ... FOR UPDATE`` on the model row.
 - PostgreSQL serialises migrations (processes opening a new registry at once) with a
   transaction-level advisory lock.
@@ -14,6 +15,7 @@ Every dialect quirk of the registry store lives in this one module:
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -56,11 +58,25 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     # Let SQLAlchemy (not the driver) emit BEGIN, so that writes can use BEGIN IMMEDIATE.
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _enable_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def _enable_wal(cursor: sqlite3.Cursor) -> None:
+    # Turning a new database file to WAL needs it alone for a moment, and SQLite answers "database
+    # is locked" at once, without its busy handler, when another process is opening it too.
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _sqlite_on_begin(conn: sa.Connection) -> None:
