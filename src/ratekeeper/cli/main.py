@@ -42,6 +42,10 @@ class Context:
             self._registry = Registry(self.uri, artifacts=self.artifacts, settings=self.settings)
         return self._registry
 
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
@@ -64,6 +68,7 @@ def cli(ctx: click.Context, uri: str | None, artifacts: str | None, user: str | 
     if user:
         settings = Settings(settings.home, settings.registry_uri, settings.artifact_root, user)
     ctx.obj = Context(settings, uri, artifacts)
+    ctx.call_on_close(ctx.obj.close)
 
 
 for command in [*registry_commands.COMMANDS, *governance_commands.COMMANDS, serve]:

@@ -7,6 +7,7 @@ rows and its audit events, and bumps the generation counter that rating servers 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -31,12 +32,13 @@ def move_stage(
 ) -> ModelVersion:
     """Move a version; promoting to Production archives the previous Production version."""
     row = queries.version_row(conn, name, version)
-    database.lock_model(conn, row.model_id)
-    current = Stage(
-        conn.execute(
-            sa.select(model_versions.c.stage).where(model_versions.c.id == row.id)
-        ).scalar_one()
-    )
+    current = Stage(row.stage)
+    if database.lock_model(conn, row.model_id):  # PostgreSQL: re-read under the lock
+        current = Stage(
+            conn.execute(
+                sa.select(model_versions.c.stage).where(model_versions.c.id == row.id)
+            ).scalar_one()
+        )
     if current == target:
         raise ConflictError(f"{name} version {version} is already in {target.value}")
     now = datetime.now(UTC)
@@ -63,7 +65,8 @@ def move_stage(
             )
     _record_move(conn, actor, name, version, row.id, current, target, now, comment, request_id)
     database.bump_generation(conn)
-    return queries.to_versions(conn, [queries.version_row(conn, name, version)])[0]
+    moved = queries.to_versions(conn, [row])[0]
+    return replace(moved, stage=target, stage_changed_at=now)
 
 
 def rollback(conn: sa.Connection, actor: str, name: str, comment: str | None) -> ModelVersion:

@@ -99,12 +99,15 @@ def read_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
-def lock_model(conn: sa.Connection, model_id: int) -> None:
-    """Serialise writers of one model (SQLite: already serialised by BEGIN IMMEDIATE)."""
+def lock_model(conn: sa.Connection, model_id: int) -> bool:
+    """Serialise writers of one model; True when a lock was taken (rows read before it may be
+    stale). SQLite needs none: BEGIN IMMEDIATE already serialised the whole transaction."""
     if conn.dialect.name == "postgresql":
         conn.execute(
             sa.select(tables.models.c.id).where(tables.models.c.id == model_id).with_for_update()
         )
+        return True
+    return False
 
 
 def insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> None:
