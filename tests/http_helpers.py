@@ -14,7 +14,7 @@ MODEL = "motor_frequency"
 
 def make_registry(folder: Path, n_policies: int = 3000) -> tuple[rk.Registry, Any]:
     book = motor_portfolio(n_policies, seed=21)
-    registry = rk.Registry(folder, user="modeller")
+    registry = rk.Registry(folder, user="modeller", policy="open")
     glm = train_glm(book)
     registry.register_model(
         glm, MODEL, training_data=book, exposure="exposure", id_column="policy_id"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-from datetime import UTC, datetime
 import json
 import math
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 @pytest.fixture()
 def home(tmp_path) -> Path:
     book = motor_portfolio(3000, seed=2)
-    registry = rk.Registry(tmp_path, user="modeller")
+    registry = rk.Registry(tmp_path, user="modeller", policy="open")
     model = train_glm(book)
     registry.register_model(
         model,

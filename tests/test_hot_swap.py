@@ -28,7 +28,7 @@ def world(tmp_path):
     from ratekeeper.synthetic import motor_portfolio
 
     book = motor_portfolio(2000, seed=4)
-    registry = rk.Registry(tmp_path, user="modeller")
+    registry = rk.Registry(tmp_path, user="modeller", policy="open")
     glm = train_glm(book)
     for i in range(3):  # three versions with (slightly) different training data
         registry.register_model(

@@ -42,7 +42,7 @@ from ratekeeper.store.tables import (
 )
 from ratekeeper.validation.policy import GatePolicy
 
-DEFAULT_POLICY = "open"  # TEMPORARY while other tests are migrated; becomes "governed"
+DEFAULT_POLICY = "governed"
 
 
 def _now() -> datetime:
@@ -116,7 +116,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         if recorded is None:
             chosen = policy_rules.check_policy(policy or DEFAULT_POLICY)
             with database.write_transaction(self.engine) as conn:
-                database.insert_ignoring_conflict(
+                created = database.insert_ignoring_conflict(
                     conn,
                     registry_state,
                     {
@@ -127,7 +127,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
                         "artifact_root": str((explicit or default).resolve()),
                     },
                 )
-                if not identity.list_users(conn):
+                if created:  # only the process that created the registry names its admin
                     identity.add_user(conn, self.user, ["admin"], self.user)
                     audit.append(
                         conn,

@@ -110,9 +110,11 @@ def lock_model(conn: sa.Connection, model_id: int) -> bool:
     return False
 
 
-def insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> None:
+def insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> bool:
+    """Insert unless the key exists; True when this call inserted the row."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+    result = conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount)
 
 
 def bump_generation(conn: sa.Connection) -> None:
