@@ -127,7 +127,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
                         "artifact_root": str((explicit or default).resolve()),
                     },
                 )
-                if created:  # only the process that created the registry names its admin
+                if created and not identity.list_users(conn):  # the creator is the first admin
                     identity.add_user(conn, self.user, ["admin"], self.user)
                     audit.append(
                         conn,
