@@ -48,15 +48,19 @@ def rating_server(
     )
     try:
         deadline = time.monotonic() + timeout
+        ready: set[int] = set()  # a worker listens only once loaded: wait to have seen them all
         while time.monotonic() < deadline:
             assert process.poll() is None, (registry_folder / f"server-{port}.log").read_text()
             try:
-                status, _ = request(port, "GET", "/readyz")
+                status, body = request(port, "GET", "/readyz")
                 if status == 200:
-                    break
+                    ready.add(body["worker"])
+                    if len(ready) == workers:
+                        break
+                    continue
             except OSError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
         else:
             raise TimeoutError("the rating server did not become ready")
         yield port

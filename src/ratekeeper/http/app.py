@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -291,6 +292,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
                 {"error": {"code": "unavailable", "message": "loading models"}}, 503
             )
         status["status"] = "degraded" if status["load_failures"] else "ok"
+        status["worker"] = os.getpid()  # which worker process answered
         return json_response(status)
 
     @app.get(

@@ -127,7 +127,6 @@ def add_governance_routes(
                 "content": {"text/html": {"schema": {"type": "string"}}},
             },
         },
-        response_class=HTMLResponse,
         summary="The request's validation report (HTML)",
     )
     def get_report(request: Request, request_id: int) -> Response:
