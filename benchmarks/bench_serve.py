@@ -1,0 +1,880 @@
+"""Benchmark the rating engine over HTTP against `mlflow models serve` and the bare HTTP floor.
+
+Run it with ``bash benchmarks/run-serve.sh`` (which sets up ``.venv-bench`` with MLflow and
+locust). One run trains a 300-tree LightGBM Poisson frequency model on the Belgian MTPL
+portfolio (``../shared/data/beMTPL97.parquet``, read by path), registers it (and a Poisson GLM,
+so that the server loads two models) into a temporary embedded registry, logs the same booster
+into a temporary MLflow registry, and serves it three ways, each as real processes on 127.0.0.1:
+
+1. ``ratekeeper --registry FOLDER serve --workers 2`` (and ``--workers 1``);
+2. ``mlflow models serve --env-manager local`` (``--workers 1`` and ``2``);
+3. the HTTP floor: ``benchmarks/floor_app.py``, a constant answer on the same stack.
+
+For each: closed-loop throughput and p50/p99 latency at concurrency 1, 8 and 32 (wrk), and
+open-loop latency at a fixed offered rate of 200 and 1,000 quotes/s (``benchmarks/openloop.py``,
+latency from each request's scheduled send time); and start-to-ready (process start until the
+readiness endpoint answers 200). Every load run is bounded in requests and time, and every
+process started here is stopped, also on failure. The load generator shares the machine's
+cores with the server: compare within one run, not across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import logging
+import math
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+DATA = ROOT.parent / "shared" / "data" / "beMTPL97.parquet"
+CATEGORICAL = ["coverage", "fuel", "use", "fleet"]
+NUMERIC = ["ageph", "bm", "power", "agec"]
+FACTORS = CATEGORICAL + NUMERIC
+EXPOSURE, TARGET = "expo", "nclaims"
+MODEL = "frequency"
+CONCURRENCY = (1, 8, 32)
+RATES = (200, 1000)
+MAX_WRK_REQUESTS = 100_000  # per wrk cell, on top of its duration
+TARGETS = {
+    "vs_mlflow": 20.0,  # ratekeeper / MLflow throughput at concurrency 8
+    "vs_floor": 0.5,  # ratekeeper / HTTP floor throughput at concurrency 8
+    "p99_at_1000_ms": 10.0,
+    "ready_s": 2.0,
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    cell_seconds: float = 3.0
+    rounds: int = 2  # each closed-loop cell is measured this many times; the best one is kept
+    rate_seconds: float = 10.0
+    warmup_seconds: float = 2.0
+    ready_runs: int = 5
+    mlflow_ready_runs: int = 2
+    locust_seconds: int = 15
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(cell_seconds=2.0, rounds=1, rate_seconds=3.0, warmup_seconds=1.0, ready_runs=2,
+                   mlflow_ready_runs=1, locust_seconds=0)
+
+
+@dataclass
+class Closed:
+    concurrency: int
+    per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+@dataclass
+class ServerRun:
+    label: str
+    kind: str  # ratekeeper | mlflow | floor
+    workers: int
+    closed: dict[int, Closed] = field(default_factory=dict)
+    open: dict[int, Any] = field(default_factory=dict)  # rate -> openloop.OpenLoopResult
+    cpu: dict[int, list[float]] = field(default_factory=dict)  # concurrency -> per-process cores
+    others: list[float] = field(default_factory=list)  # machine share used by other processes
+    failed: str | None = None
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- data, models, registries ------------------------------------------------------------------
+
+def load_frames(path: Path) -> tuple[Any, Any]:
+    """The GLM frame (string rating factors, as read) and the GBM frame (pandas categories)."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path, columns=[*FACTORS, EXPOSURE, TARGET])
+    gbm_frame = frame.copy()
+    for name in CATEGORICAL:
+        gbm_frame[name] = gbm_frame[name].astype("category")
+    return frame, gbm_frame
+
+
+def fit_gbm(gbm_frame: Any) -> Any:
+    import lightgbm as lgb
+
+    model = lgb.LGBMRegressor(objective="poisson", n_estimators=300, verbose=-1)
+    rate = gbm_frame[TARGET] / gbm_frame[EXPOSURE]
+    return model.fit(gbm_frame[FACTORS], rate, sample_weight=gbm_frame[EXPOSURE])
+
+
+def fit_glm(frame: Any) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import PoissonRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    model = Pipeline([
+        ("encode", ColumnTransformer([
+            ("categorical", OneHotEncoder(drop="first"), CATEGORICAL),
+            ("numeric", "passthrough", NUMERIC),
+        ])),
+        ("glm", PoissonRegressor(alpha=1e-6, solver="newton-cholesky", max_iter=300)),
+    ])
+    rate = frame[TARGET] / frame[EXPOSURE]
+    return model.fit(frame[FACTORS], rate, glm__sample_weight=frame[EXPOSURE])
+
+
+def sample_policies(frame: Any, count: int) -> list[dict[str, Any]]:
+    """Real policies as a quote request carries them: plain str / int / float values."""
+    import numpy as np
+
+    rows = np.random.default_rng(97).choice(len(frame), size=count, replace=False)
+    sample = frame.iloc[rows]
+    policies = []
+    for record in sample.to_dict("records"):
+        policy: dict[str, Any] = {name: str(record[name]) for name in CATEGORICAL}
+        policy.update({name: int(record[name]) for name in NUMERIC})
+        policy[EXPOSURE] = float(record[EXPOSURE])
+        policies.append(policy)
+    return policies
+
+
+def build_ratekeeper_registry(folder: Path, frame: Any, gbm_frame: Any, gbm: Any) -> None:
+    from ratekeeper import Registry
+
+    registry = Registry(folder, policy="open")  # stage moves without promotion requests
+    registry.register_model(gbm, MODEL, training_data=gbm_frame, target=TARGET,
+                            exposure=EXPOSURE)
+    registry.transition_stage(MODEL, 1, "Production")
+    registry.register_model(fit_glm(frame), f"{MODEL}_glm", training_data=frame,
+                            target=TARGET, exposure=EXPOSURE)
+    registry.transition_stage(f"{MODEL}_glm", 1, "Production")
+    registry.close()
+
+
+def build_mlflow_registry(folder: Path, gbm: Any, gbm_frame: Any, policies: list[dict[str, Any]]
+                          ) -> tuple[str, str]:
+    """Log the booster as a pyfunc model version 1 of ``frequency``; (tracking URI, model URI)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    tracking = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
+    experiment = mlflow.create_experiment(
+        "serve-bench", artifact_location=(folder / "mlflow-artifacts").as_uri()
+    )
+    booster = folder / "booster.txt"
+    gbm.booster_.save_model(str(booster))
+    levels = folder / "levels.json"
+    levels.write_text(json.dumps(
+        {name: [str(c) for c in gbm_frame[name].cat.categories] for name in CATEGORICAL}
+    ))
+    example = pd.DataFrame(policies[:50])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        signature = infer_signature(example, gbm.predict(example.astype(
+            {name: gbm_frame[name].dtype for name in CATEGORICAL})[FACTORS]))
+        with mlflow.start_run(experiment_id=experiment):
+            mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(HERE / "mlflow_frequency_model.py"),
+                artifacts={"booster": str(booster), "levels": str(levels)},
+                signature=signature,
+                pip_requirements=["lightgbm", "pandas"],
+                registered_model_name=MODEL,
+            )
+    return tracking, f"models:/{MODEL}/1"
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    ready_path: str
+
+    def tail(self, lines: int = 15) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def running(command: list[str], port: int, log: Path, ready_path: str,
+            env: dict[str, str] | None = None) -> Iterator[Server]:
+    """Start ``command`` in its own process group; always stop the whole group afterwards."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                   env=env, start_new_session=True)
+    server = Server(process, port, log, ready_path)
+    try:
+        yield server
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group this script started, then SIGKILL it after 10 s."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group (workers, uvicorn)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+
+
+def wait_ready(server: Server, started: float, limit: float = 120.0) -> float:
+    """Seconds from ``started`` until GET ready_path answers 200."""
+    while time.perf_counter() - started < limit:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.process.returncode}:\n"
+                               f"{server.tail()}")
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=limit)
+        try:
+            conn.request("GET", server.ready_path)
+            response = conn.getresponse()
+            response.read()
+            if response.status == 200:
+                return time.perf_counter() - started
+        except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected):
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.005)
+    raise RuntimeError(f"not ready after {limit:.0f} s:\n{server.tail()}")
+
+
+def listeners(port: int) -> int:
+    """Listening TCP sockets on ``port`` (one per worker with SO_REUSEPORT)."""
+    suffix = f":{port:04X}"
+    with open("/proc/net/tcp") as f:
+        return sum(1 for line in f.readlines()[1:]
+                   if line.split()[1].endswith(suffix) and line.split()[3] == "0A")
+
+
+def wait_settled(server: Server, sockets: int, limit: float = 90.0) -> None:
+    """Until ``sockets`` sockets listen and the server's processes stop burning CPU (workers
+    that are still loading would otherwise miss the connections that wrk opens first)."""
+    deadline = time.perf_counter() + limit
+    previous = -1.0
+    while time.perf_counter() < deadline:
+        pids = descendants(server.process.pid)
+        total = sum(cpu_seconds(pids).values())
+        if listeners(server.port) >= sockets and total - previous < 0.03:
+            return
+        previous = total
+        time.sleep(0.5)
+    raise RuntimeError(f"the server did not settle in {limit:.0f} s:\n{server.tail()}")
+
+
+def post(port: int, path: str, body: bytes) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return out
+
+
+def machine_busy() -> float:
+    """CPU seconds used on the whole machine so far, all cores, from /proc/stat. Niced time
+    is left out: a nice-19 process (a background pip install) yields to the benchmark."""
+    with open("/proc/stat") as f:
+        user, _nice, system, _idle, _iowait, irq, softirq, steal = (
+            int(v) for v in f.readline().split()[1:9])
+    return (user + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds of this script's finished children (wrk, the open-loop generator)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def idle_check(seconds: float = 2.0) -> float:
+    """Share of the machine's CPU used by other processes over ``seconds``."""
+    before = machine_busy()
+    time.sleep(seconds)
+    return (machine_busy() - before) / seconds / (os.cpu_count() or 1)
+
+
+# -- load --------------------------------------------------------------------------------------
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+local cap = {cap}
+local sent = 0
+local req = nil
+request = function()
+  if req == nil then req = wrk.format() end
+  sent = sent + 1
+  if sent > cap then wrk.thread:stop() end
+  return req
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"max_us":%d,'
+    .. '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def lua_string(text: str) -> str:
+    return "[==[" + text + "]==]"
+
+
+def wrk(url: str, script: Path, connections: int, seconds: float) -> Closed:
+    threads = min(connections, 2)
+    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
+               "--timeout", "5s", "-s", str(script), url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
+                          check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:500]}")
+    r = json.loads(lines[-1])
+    errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    return Closed(connections, r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1e3,
+                  r["p99_us"] / 1e3, errors, r["requests"])
+
+
+def open_loop(url: str, bodies: Path, rate: int, seconds: float) -> Any:
+    from openloop import OpenLoopResult
+
+    command = [sys.executable, str(HERE / "openloop.py"), url, "--bodies", str(bodies),
+               "--rate", str(rate), "--duration", f"{seconds:g}", "--warmup", "1",
+               "--connections", "64", "--timeout", "2", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"openloop failed: {done.stderr.strip()[-800:]}")
+    return OpenLoopResult(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+
+@dataclass
+class Setup:
+    tmp: Path
+    python: str
+    rk_registry: Path
+    mlflow_tracking: str
+    mlflow_model: str
+    policies: list[dict[str, Any]]
+    expected: float  # the in-memory model's price of policies[0]
+    plan: Plan
+
+    def command(self, kind: str, port: int, workers: int) -> tuple[list[str], str, str,
+                                                                   dict[str, str]]:
+        """(command, quote path, ready path, environment) of a server."""
+        env = dict(os.environ)
+        bindir = str(Path(self.python).parent)
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+        if kind == "ratekeeper":
+            return ([str(Path(bindir) / "ratekeeper"), "--registry", str(self.rk_registry),
+                     "serve", "--port", str(port), "--workers", str(workers),
+                     "--log-level", "warning"], f"/v1/models/{MODEL}/quote", "/readyz", env)
+        if kind == "mlflow":
+            env["MLFLOW_TRACKING_URI"] = self.mlflow_tracking
+            env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+            env.setdefault("DO_NOT_TRACK", "true")
+            return ([str(Path(bindir) / "mlflow"), "models", "serve", "-m", self.mlflow_model,
+                     "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+                     "-w", str(workers)], "/invocations", "/ping", env)
+        return ([self.python, str(HERE / "floor_app.py"), "--port", str(port), "--workers",
+                 str(workers)], f"/v1/models/{MODEL}/quote", "/readyz", env)
+
+    def body(self, kind: str, policy: dict[str, Any]) -> str:
+        if kind == "mlflow":
+            return json.dumps({"dataframe_records": [policy]}, separators=(",", ":"))
+        return json.dumps(policy, separators=(",", ":"))
+
+
+def start_to_ready(setup: Setup, kind: str, workers: int, runs: int
+                   ) -> tuple[list[float], list[float]]:
+    """Seconds until the first answer 200, and (SO_REUSEPORT servers) until every worker
+    listens."""
+    first, every = [], []
+    for i in range(runs):
+        port = free_port()
+        command, _, ready, env = setup.command(kind, port, workers)
+        log = setup.tmp / f"ready-{kind}-{workers}-{i}.log"
+        started = time.perf_counter()
+        with running(command, port, log, ready, env) as server:
+            first.append(wait_ready(server, started))
+            if kind != "mlflow":
+                while listeners(port) < workers and time.perf_counter() - started < 60:
+                    time.sleep(0.005)
+                every.append(time.perf_counter() - started)
+    return first, every
+
+
+def check_answer(setup: Setup, kind: str, port: int, path: str) -> None:
+    status, body = post(port, path, setup.body(kind, setup.policies[0]).encode())
+    if status != 200:
+        raise RuntimeError(f"{kind}: a quote answered HTTP {status}: {str(body)[:300]}")
+    if kind == "floor":
+        return
+    got = body["prediction"] if kind == "ratekeeper" else body["predictions"][0]
+    if not math.isclose(got, setup.expected, rel_tol=1e-4):
+        raise RuntimeError(f"{kind} priced the policy at {got}, the model says {setup.expected}")
+
+
+@dataclass
+class Live:
+    """A started server under load: where to send what, and its results so far."""
+
+    run: ServerRun
+    port: int
+    path: str
+    script: Path
+    bodies: Path
+    command: tuple[list[str], str, dict[str, str]]  # argv, ready path, environment
+    server: Server | None = None
+    rounds: dict[int, list[tuple[Closed, list[float], float]]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+
+def prepare_server(setup: Setup, kind: str, workers: int) -> Live:
+    label = {"ratekeeper": "ratekeeper serve", "mlflow": "mlflow models serve",
+             "floor": "HTTP floor (constant)"}[kind] + f", {workers} worker{'s' * (workers > 1)}"
+    port = free_port()
+    command, path, ready, env = setup.command(kind, port, workers)
+    script = setup.tmp / f"{kind}.lua"
+    script.write_text(WRK_SCRIPT.format(body=lua_string(setup.body(kind, setup.policies[0])),
+                                        cap=MAX_WRK_REQUESTS))
+    bodies = setup.tmp / f"{kind}.jsonl"
+    bodies.write_text("\n".join(setup.body(kind, p) for p in setup.policies) + "\n")
+    return Live(ServerRun(label, kind, workers), port, path, script, bodies,
+                (command, ready, env))
+
+
+def start_server(live: Live, stack: contextlib.ExitStack, setup: Setup) -> None:
+    """Start, wait until every worker is ready and idle, check one answer, warm up."""
+    command, ready, env = live.command
+    run = live.run
+    say(f"{run.label}: starting")
+    log = setup.tmp / f"{run.kind}-{run.workers}.log"
+    live.server = server = stack.enter_context(running(command, live.port, log, ready, env))
+    wait_ready(server, time.perf_counter())
+    wait_settled(server, run.workers if run.kind != "mlflow" else 1)  # every worker, not one
+    check_answer(setup, run.kind, live.port, live.path)
+    wrk(live.url, live.script, 8, setup.plan.warmup_seconds)
+
+
+def closed_cell(live: Live, c: int, seconds: float) -> None:
+    """One wrk run, with the CPU of each server process and of everything else meanwhile."""
+    assert live.server is not None
+    pids = descendants(live.server.process.pid)
+    before, busy, ours = cpu_seconds(pids), machine_busy(), children_cpu()
+    t0 = time.perf_counter()
+    cell = wrk(live.url, live.script, c, seconds)
+    elapsed = time.perf_counter() - t0
+    after = cpu_seconds(pids)
+    shares = sorted(((after[p] - before[p]) / elapsed for p in after if p in before),
+                    reverse=True)
+    others = (machine_busy() - busy) / elapsed - sum(shares) - (children_cpu() - ours) / elapsed
+    live.rounds.setdefault(c, []).append((cell, shares, max(0.0, others) / (os.cpu_count() or 1)))
+    say(f"{live.run.label}: c={c}: {cell.per_s:,.0f}/s, p50 {cell.p50_ms:.2f} ms, "
+        f"p99 {cell.p99_ms:.2f} ms, errors {cell.errors}")
+
+
+def keep_best(live: Live) -> None:
+    """Of a cell's rounds, keep the one with the highest throughput (the least disturbed)."""
+    for c, rounds in live.rounds.items():
+        cell, shares, others = max(rounds, key=lambda r: r[0].per_s)
+        live.run.closed[c], live.run.cpu[c] = cell, shares
+        live.run.others.append(others)
+
+
+def guarded(live: Live, what: str, fn: Any, *args: Any) -> None:
+    """Run one measurement; a failure is recorded on the server's row, the others go on."""
+    if live.run.failed:
+        return
+    try:
+        fn(live, *args)
+    except Exception as exc:
+        live.run.failed = f"{what}: {type(exc).__name__}: {str(exc)[:400]}"
+        say(f"{live.run.label}: FAILED: {live.run.failed}")
+
+
+def bench_servers(setup: Setup, schedule: list[tuple[str, int, tuple[int, ...]]]
+                  ) -> list[ServerRun]:
+    """Every server runs at once; each cell is measured on all of them in turn, twice, so that
+    whatever else the machine does hits them alike."""
+    plan = setup.plan
+    lives: list[Live] = []
+    with contextlib.ExitStack() as stack:
+        for kind, workers, _ in schedule:
+            live = prepare_server(setup, kind, workers)
+            guarded(live, "start", start_server, stack, setup)
+            lives.append(live)
+        for c in CONCURRENCY:
+            for _ in range(plan.rounds):
+                for live in lives:
+                    guarded(live, f"c={c}", closed_cell, c, plan.cell_seconds)
+        for live in lives:
+            keep_best(live)
+        rates = {kind_workers[:2]: kind_workers[2] for kind_workers in schedule}
+        for rate in RATES:
+            for live in lives:
+                if rate in rates[(live.run.kind, live.run.workers)]:
+                    guarded(live, f"{rate}/s", offered, rate, plan.rate_seconds)
+    return [live.run for live in lives]
+
+
+def offered(live: Live, rate: int, seconds: float) -> None:
+    result = open_loop(live.url, live.bodies, rate, seconds)
+    live.run.open[rate] = result
+    say(f"{live.run.label}: offered {rate}/s: p50 {result.latency_ms['p50']} ms, "
+        f"p99 {result.latency_ms['p99']} ms, errors {result.error_count}")
+    assert live.server is not None
+    wait_settled(live.server, 1)  # an overloaded server drains before the next one is loaded
+
+
+# -- the report --------------------------------------------------------------------------------
+
+def fmt_ms(value: float | None) -> str:
+    return "timeout" if value is None else (f"{value:.2f}" if value < 100 else f"{value:,.0f}")
+
+
+def closed_table(runs: list[ServerRun]) -> list[str]:
+    columns = " | ".join(f"c={c} quotes/s | c={c} p50 / p99 ms" for c in CONCURRENCY)
+    head = f"| server | {columns} | errors | CPU taken by other processes |"
+    lines = [head, "|" + "---|" * (3 + 2 * len(CONCURRENCY))]
+    for run in runs:
+        if run.failed and not run.closed:
+            lines.append(f"| {run.label} | failed: {run.failed[:80]} |" + " |" * (
+                1 + 2 * len(CONCURRENCY)))
+            continue
+        cells: list[str] = []
+        for c in CONCURRENCY:
+            cell = run.closed.get(c)
+            cells += ([f"{cell.per_s:,.0f}", f"{fmt_ms(cell.p50_ms)} / {fmt_ms(cell.p99_ms)}"]
+                      if cell else ["—", "—"])
+        errors = sum(cell.errors for cell in run.closed.values())
+        others = f"{max(run.others):.0%}" if run.others else "—"
+        lines.append(f"| {run.label} | " + " | ".join(cells) + f" | {errors:,} | {others} |")
+    return lines
+
+
+def open_table(runs: list[ServerRun]) -> list[str]:
+    lines = ["| server | offered /s | answered /s | p50 ms | p99 ms | p99.9 ms | max ms | "
+             "errors / sent | generator lag p99 ms, CPU |", "|" + "---|" * 9]
+    for run in runs:
+        for rate, r in sorted(run.open.items()):
+            errors = ", ".join(f"{n:,} {kind}" for kind, n in sorted(r.errors.items()))
+            lat = r.latency_ms
+            lines.append(
+                f"| {run.label} | {rate:,} | {r.achieved_per_s:,.0f} | {fmt_ms(lat['p50'])} | "
+                f"{fmt_ms(lat['p99'])} | {fmt_ms(lat['p99.9'])} | {fmt_ms(lat['max'])} | "
+                f"{r.error_count:,} / {r.scheduled:,}{f' ({errors})' if errors else ''} | "
+                f"{r.dispatch_lag_ms['p99']:.2f}, {r.generator_cpu:.0%} |"
+            )
+    return lines
+
+
+def cpu_lines(runs: list[ServerRun]) -> list[str]:
+    lines = []
+    for run in runs:
+        if 32 in run.cpu and run.workers > 1:
+            busy = [f"{share:.0%}" for share in run.cpu[32] if share >= 0.02]
+            lines.append(f"- {run.label}, c=32: CPU per busy process (1 core = 100 %): "
+                         + ", ".join(busy))
+    return lines
+
+
+def verdict(ok: bool | None) -> str:
+    return "—" if ok is None else ("✅ met" if ok else "❌ missed")
+
+
+def find(runs: list[ServerRun], kind: str, workers: int) -> ServerRun | None:
+    return next((r for r in runs if r.kind == kind and r.workers == workers), None)
+
+
+def per_s(run: ServerRun | None, c: int) -> float | None:
+    if run is None or c not in run.closed:
+        return None
+    return run.closed[c].per_s
+
+
+def targets_table(runs: list[ServerRun], ready: dict[str, tuple[list[float], list[float]]]
+                  ) -> list[str]:
+    lines = ["| target | measured | verdict |", "|---|---|---|"]
+    rk = find(runs, "ratekeeper", 2)
+    rk_c8 = per_s(rk, 8)
+    mlflow_c8 = [v for w in (1, 2) if (v := per_s(find(runs, "mlflow", w), 8)) is not None]
+    if rk_c8 and mlflow_c8:
+        ratio = rk_c8 / max(mlflow_c8)
+        lines.append(f"| ratekeeper (2 workers) ≥ {TARGETS['vs_mlflow']:.0f}× MLflow's best "
+                     f"throughput at c=8 | {rk_c8:,.0f} vs {max(mlflow_c8):,.0f}/s = "
+                     f"{ratio:,.1f}× | {verdict(ratio >= TARGETS['vs_mlflow'])} |")
+    for workers in (2, 1):
+        ours, floor = per_s(find(runs, "ratekeeper", workers), 8), per_s(
+            find(runs, "floor", workers), 8)
+        if ours and floor:
+            share = ours / floor
+            lines.append(f"| ratekeeper ≥ {TARGETS['vs_floor']:.0%} of the HTTP floor at c=8, "
+                         f"{workers} worker{'s' * (workers > 1)} | {ours:,.0f} vs {floor:,.0f}/s"
+                         f" = {share:.0%} | {verdict(share >= TARGETS['vs_floor'])} |")
+    for workers in (2, 1):
+        run = find(runs, "ratekeeper", workers)
+        if run and 1000 in run.open:
+            r = run.open[1000]
+            p99 = r.latency_ms["p99"]
+            ok = p99 is not None and p99 <= TARGETS["p99_at_1000_ms"]
+            lines.append(f"| p99 ≤ {TARGETS['p99_at_1000_ms']:.0f} ms at an offered 1,000 "
+                         f"quotes/s, {workers} worker{'s' * (workers > 1)} | p99 {fmt_ms(p99)} "
+                         f"ms, {r.error_count:,} errors | {verdict(ok)} |")
+    for name, (first, every) in ready.items():
+        if name.startswith("ratekeeper") and first:
+            times = every or first
+            worst = max(times)
+            lines.append(f"| start-to-ready ≤ {TARGETS['ready_s']:.0f} s, {name} (every "
+                         f"worker) | median {statistics.median(times):.2f} s, max {worst:.2f} s"
+                         f" | {verdict(worst <= TARGETS['ready_s'])} |")
+    return lines
+
+
+def ready_table(ready: dict[str, tuple[list[float], list[float]]]) -> list[str]:
+    lines = ["| server | runs | first answer: median (min–max) s | every worker listening: "
+             "median (min–max) s |", "|---|---|---|---|"]
+    for name, (first, every) in ready.items():
+        spread = (f"{statistics.median(every):.2f} ({min(every):.2f}–{max(every):.2f})"
+                  if every else "—")
+        lines.append(f"| {name} | {len(first)} | {statistics.median(first):.2f} "
+                     f"({min(first):.2f}–{max(first):.2f}) | {spread} |")
+    return lines
+
+
+def report(runs: list[ServerRun], ready: dict[str, tuple[list[float], list[float]]],
+           context: list[str]) -> str:
+    out = [f"Serving benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", "", *context, "",
+           "Closed loop (wrk, one policy per request; p50 / p99 in ms):", "",
+           *closed_table(runs), "",
+           "Open loop at a fixed offered rate (latency from the scheduled send time; a failed "
+           "request counts as infinitely slow):", "", *open_table(runs), "",
+           "Start-to-ready (process start until the readiness endpoint answers 200):", "",
+           *ready_table(ready), "", *cpu_lines(runs), "", "Targets:", "",
+           *targets_table(runs, ready)]
+    failed = [f"- {r.label}: {r.failed}" for r in runs if r.failed]
+    if failed:
+        out += ["", "Failures:", *failed]
+    return "\n".join(out) + "\n"
+
+
+def run_locust(setup: Setup, seconds: int) -> str:
+    """A short headless locust run of benchmarks/locustfile.py against ratekeeper (2 workers)."""
+    locust = Path(setup.python).parent / "locust"
+    if not locust.exists():
+        return "- locust: not installed, skipped"
+    port = free_port()
+    command, _, ready, env = setup.command("ratekeeper", port, 2)
+    csv = setup.tmp / "locust"
+    with running(command, port, setup.tmp / "locust-server.log", ready, env) as server:
+        wait_ready(server, time.perf_counter())
+        time.sleep(1.0)
+        done = subprocess.run(
+            [str(locust), "--headless", "-u", "50", "-r", "50", "-t", f"{seconds}s", "--host",
+             f"http://127.0.0.1:{port}", "-f", str(HERE / "locustfile.py"), "--csv", str(csv),
+             "--only-summary", "--loglevel", "WARNING"],
+            capture_output=True, text=True, timeout=seconds + 60, check=False, cwd=ROOT)
+    stats = csv.with_name("locust_stats.csv")
+    if not stats.exists():
+        return f"- locust: failed ({done.returncode}): {done.stderr.strip()[-300:]}"
+    import csv as csv_module
+
+    with stats.open() as f:
+        rows = {row["Name"]: row for row in csv_module.DictReader(f)}
+    row = rows.get("Aggregated") or next(iter(rows.values()))
+    return (f"- locust ({seconds} s, 50 users × 20 quotes/s target, FastHttpUser, against "
+            f"ratekeeper with 2 workers): {float(row['Requests/s']):,.0f} quotes/s, "
+            f"{int(row['Failure Count']):,} failures of {int(row['Request Count']):,}, "
+            f"p50 {row['50%']} ms, p99 {row['99%']} ms (locust is closed-loop and shares the "
+            "cores, so its percentiles understate stalls)")
+
+
+def prepare(tmp: Path, plan: Plan, with_mlflow: bool) -> tuple[Setup, int]:
+    """Train, register into both registries, sample policies; the setup and the portfolio size."""
+    import pandas as pd
+
+    say("training the LightGBM frequency model")
+    frame, gbm_frame = load_frames(DATA)
+    gbm = fit_gbm(gbm_frame)
+    policies = sample_policies(frame, 500)
+    row = pd.DataFrame([policies[0]])
+    for name in CATEGORICAL:
+        row[name] = pd.Categorical(row[name], gbm_frame[name].cat.categories)
+    expected = float(gbm.predict(row[FACTORS])[0]) * policies[0][EXPOSURE]
+    say("registering it (and a GLM) into a ratekeeper registry")
+    build_ratekeeper_registry(tmp / "rk", frame, gbm_frame, gbm)
+    tracking, model_uri = ("", "")
+    if with_mlflow:
+        say("logging it into an MLflow registry")
+        tracking, model_uri = build_mlflow_registry(tmp, gbm, gbm_frame, policies)
+    setup = Setup(tmp, sys.executable, tmp / "rk", tracking, model_uri, policies, expected, plan)
+    return setup, len(frame)
+
+
+def measure(setup: Setup, servers: set[str]
+            ) -> tuple[list[ServerRun], dict[str, tuple[list[float], list[float]]]]:
+    plan = setup.plan
+    ready: dict[str, tuple[list[float], list[float]]] = {}
+    if "ratekeeper" in servers:
+        for workers in (1, 2):
+            say(f"start-to-ready, ratekeeper, {workers} worker(s)")
+            ready[f"ratekeeper, 2 models, {workers} worker{'s' * (workers > 1)}"] = (
+                start_to_ready(setup, "ratekeeper", workers, plan.ready_runs))
+    if "mlflow" in servers:
+        say("start-to-ready, mlflow models serve")
+        ready["mlflow models serve, 1 model, 1 worker"] = start_to_ready(
+            setup, "mlflow", 1, plan.mlflow_ready_runs)
+    schedule = [("ratekeeper", 2, RATES), ("ratekeeper", 1, RATES), ("floor", 2, RATES),
+                ("floor", 1, ()), ("mlflow", 1, RATES), ("mlflow", 2, ())]
+    return bench_servers(setup, [entry for entry in schedule if entry[0] in servers]), ready
+
+
+def context_lines(plan: Plan, n_policies: int, busy_before: float, mlflow: bool) -> list[str]:
+    import lightgbm
+    import onnxruntime
+
+    import ratekeeper
+
+    lines = [
+        f"Model: LightGBM {lightgbm.__version__} Poisson frequency, 300 trees, on beMTPL97 "
+        f"({n_policies:,} policies); ratekeeper scores it with ONNX Runtime "
+        f"{onnxruntime.__version__}. Machine: {os.cpu_count()} cores shared by server and load "
+        f"generator; Python {sys.version.split()[0]}. Closed-loop cells {plan.cell_seconds:g} s, "
+        f"open-loop runs {plan.rate_seconds:g} s after 1 s of warm-up. Before the run, other "
+        f"processes used {busy_before:.0%} of the machine's CPU; load average at the end "
+        f"{os.getloadavg()[0]:.1f}.",
+    ]
+    source = Path(ratekeeper.__file__).resolve().parent
+    if not source.is_relative_to(ROOT):
+        lines.append(f"ratekeeper imported from {source} (not this checkout).")
+    if mlflow:
+        import mlflow as mlflow_module
+
+        lines.append(f"MLflow {mlflow_module.__version__}, pyfunc wrapper around the same "
+                     "booster (benchmarks/mlflow_frequency_model.py), with a signature.")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short cells, to check the script")
+    parser.add_argument("--markdown", type=Path, help="also write the report to this file")
+    parser.add_argument("--servers", default="ratekeeper,floor,mlflow",
+                        help="which of ratekeeper, floor, mlflow to measure")
+    parser.add_argument("--no-locust", action="store_true", help="skip the locust smoke run")
+    args = parser.parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan()
+    servers = set(args.servers.split(","))
+    if not servers <= {"ratekeeper", "floor", "mlflow"}:
+        parser.error(f"unknown servers: {', '.join(sorted(servers))}")
+    if not DATA.exists():
+        print(f"error: the beMTPL97 data is missing: expected {DATA} (the shared data folder "
+              "beside the project)", file=sys.stderr)
+        return 2
+    if shutil.which("wrk") is None:
+        print("error: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(HERE))
+    started = time.perf_counter()
+    busy_before = idle_check()
+    if busy_before > 0.1:
+        say(f"warning: other processes use {busy_before:.0%} of the machine's CPU: the "
+            "figures will be low and noisy")
+    with tempfile.TemporaryDirectory(prefix="rk-serve-bench-") as tmp_name:
+        setup, n_policies = prepare(Path(tmp_name), plan, "mlflow" in servers)
+        runs, ready = measure(setup, servers)
+        locust_line = ""
+        if "ratekeeper" in servers and plan.locust_seconds and not args.no_locust:
+            locust_line = run_locust(setup, plan.locust_seconds)
+    text = report(runs, ready, context_lines(plan, n_policies, busy_before, "mlflow" in servers))
+    if locust_line:
+        text += "\n" + locust_line + "\n"
+    text += f"\nWhole run: {time.perf_counter() - started:,.0f} s.\n"
+    print(text)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
