@@ -23,6 +23,7 @@ from ratekeeper.errors import UnsupportedModelError
 from ratekeeper.packaging.frames import Columns, Factor, as_float, level_codes
 
 TARGET_OPSET = 15  # onnxmltools' LightGBM and XGBoost converters are reliable up to 15
+BATCH_ROWS = 10_000  # from this many rows on, score with every core
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,13 @@ class OnnxPredictor:
     flavor = "onnx"
 
     def __init__(self, model_bytes: bytes, inputs: OnnxInputs) -> None:
-        import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        # One policy at a time runs best on one thread: ONNX Runtime's default pool spins a
+        # thread per core, and several rating-server workers would fight over the cores. Whole
+        # books get a second, multi-threaded session, made on first use.
+        self._model_bytes = model_bytes
+        self._session = _session(model_bytes, threads=1)
+        self._batch_session: Any = None
         self._output = self._session.get_outputs()[0].name
         self.inputs = inputs
         self._input_names = [i.name for i in self._session.get_inputs()]
@@ -109,8 +110,28 @@ class OnnxPredictor:
                     feed[name] = np.asarray(values, dtype=object).reshape(-1, 1)
                 else:
                     feed[name] = as_float(column).astype(np.float32).reshape(-1, 1)
-        out = self._session.run([self._output], feed)[0]
+        out = self._session_for(n_rows).run([self._output], feed)[0]
         return np.asarray(out, dtype=np.float64).reshape(-1)
+
+    def _session_for(self, n_rows: int) -> Any:
+        if n_rows < BATCH_ROWS:
+            return self._session
+        if self._batch_session is None:
+            self._batch_session = _session(self._model_bytes, threads=0)  # 0: one per core
+        return self._batch_session
+
+
+def _session(model_bytes: bytes, *, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(
+        model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+    )
 
 
 def _number(value: Any) -> float:
