@@ -54,6 +54,10 @@ def serve(
     log_level: str,
 ) -> None:
     """Start the rating engine: quotes over HTTP, following the registry's promotions."""
+    if workers > 1:  # before anything imports prometheus_client
+        from ratekeeper.http.multiprocess import prepare_multiprocess_metrics
+
+        prepare_multiprocess_metrics()
     from ratekeeper.http.app import AppConfig
     from ratekeeper.http.server import ServeConfig
     from ratekeeper.http.server import serve as run
@@ -61,6 +65,7 @@ def serve(
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
     _ = obj.registry  # open (and migrate) the registry here, so a bad URI fails fast
+    obj.close()  # and hold no connection: the workers open their own
     run(
         ServeConfig(
             settings=obj.settings,
