@@ -1,6 +1,7 @@
 """Running the rating engine: N uvicorn worker processes on one port.
 
-Each worker opens its own listening socket on the same address with ``SO_REUSEPORT``, so the
+Workers are forked from a parent that has imported the whole stack. Each worker opens its own
+listening socket on the same address with ``SO_REUSEPORT``, so the
 kernel spreads connections evenly over the workers (a single shared socket lets one worker take
 nearly all of them). The socket is created with ``IPPROTO_TCP`` so that asyncio sets
 ``TCP_NODELAY`` on accepted connections (without it, small responses wait ~40 ms for the
