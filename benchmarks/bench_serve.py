@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -42,6 +41,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from procstats import children_cpu, cpu_seconds, descendants, idle_check, machine_busy
+from wrk_script import WRK_SCRIPT, lua_string
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -309,89 +311,6 @@ def post(port: int, path: str, body: bytes) -> tuple[int, Any]:
         return response.status, json.loads(response.read() or b"null")
     finally:
         conn.close()
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
-
-
-def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    ticks = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-    return out
-
-
-def machine_busy() -> float:
-    """CPU seconds used on the whole machine so far, all cores, from /proc/stat. Niced time
-    is left out: a nice-19 process (a background pip install) yields to the benchmark."""
-    with open("/proc/stat") as f:
-        user, _nice, system, _idle, _iowait, irq, softirq, steal = (
-            int(v) for v in f.readline().split()[1:9])
-    return (user + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu() -> float:
-    """CPU seconds of this script's finished children (wrk, the open-loop generator)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def idle_check(seconds: float = 2.0) -> float:
-    """Share of the machine's CPU used by other processes over ``seconds``."""
-    before = machine_busy()
-    time.sleep(seconds)
-    return (machine_busy() - before) / seconds / (os.cpu_count() or 1)
-
-
-# -- load --------------------------------------------------------------------------------------
-
-WRK_SCRIPT = """\
-wrk.method = "POST"
-wrk.body = {body}
-wrk.headers["Content-Type"] = "application/json"
-local cap = {cap}
-local sent = 0
-local req = nil
-request = function()
-  if req == nil then req = wrk.format() end
-  sent = sent + 1
-  if sent > cap then wrk.thread:stop() end
-  return req
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '{{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"max_us":%d,'
-    .. '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    latency.max, e.connect, e.read, e.write, e.status, e.timeout))
-end
-"""
-
-
-def lua_string(text: str) -> str:
-    return "[==[" + text + "]==]"
 
 
 def wrk(url: str, script: Path, connections: int, seconds: float) -> Closed:
