@@ -27,13 +27,14 @@ def rating_server(
     registry_folder: Path, *args: str, workers: int = 2, timeout: float = 60.0
 ) -> Iterator[int]:
     port = free_port()
+    # The form the rating-engine issue gives: `ratekeeper serve --registry URI ...`.
     command = [
         sys.executable,
         "-m",
         "ratekeeper",
+        "serve",
         "--registry",
         str(registry_folder),
-        "serve",
         "--port",
         str(port),
         "--workers",

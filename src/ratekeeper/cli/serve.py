@@ -8,6 +8,12 @@ import click
 
 
 @click.command()
+@click.option(
+    "--registry",
+    "registry_uri",
+    metavar="URI",
+    help="The registry to serve (same as the global --registry).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, help="Port (0 picks a free one).")
 @click.option("--workers", default=1, show_default=True, help="Worker processes.")
@@ -44,6 +50,7 @@ import click
 @click.pass_obj
 def serve(
     obj: Any,
+    registry_uri: str | None,
     host: str,
     port: int,
     workers: int,
@@ -62,6 +69,8 @@ def serve(
     from ratekeeper.http.server import ServeConfig
     from ratekeeper.http.server import serve as run
 
+    if registry_uri is not None:
+        obj.uri = registry_uri
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
     _ = obj.registry  # open (and migrate) the registry here, so a bad URI fails fast
