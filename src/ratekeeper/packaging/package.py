@@ -70,7 +70,7 @@ def build_package(
     policy: ValidationPolicy | None = None,
 ) -> Package:
     """Package a fitted model: convert it, infer its signature and profile, prove fidelity."""
-    frame = _as_pandas(training_data)
+    frame = as_pandas(training_data)
     if len(frame) == 0:
         raise InvalidInputError("training_data is empty")
     files: dict[str, bytes] = {}
@@ -149,7 +149,7 @@ def _spread(n_rows: int, at_most: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_rows - 1, min(at_most, n_rows)).astype(np.int64))
 
 
-def _as_pandas(data: Any) -> Any:
+def as_pandas(data: Any) -> Any:
     import pandas as pd
 
     if isinstance(data, pd.DataFrame):

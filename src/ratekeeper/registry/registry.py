@@ -27,7 +27,7 @@ from ratekeeper.governance import policy as policy_rules
 from ratekeeper.governance.admin import IdentityAndAudit
 from ratekeeper.governance.workflow import PromotionWorkflow
 from ratekeeper.packaging import lineage
-from ratekeeper.packaging.package import Package, build_package, load_package
+from ratekeeper.packaging.package import Package, as_pandas, build_package, load_package
 from ratekeeper.packaging.signature import ValidationPolicy
 from ratekeeper.registry import lifecycle, queries
 from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, StageTransition
@@ -162,16 +162,17 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         check_name(name)
         clean_metrics = _check_metrics(metrics)
         clean_tags = _check_tags(tags)
+        frame = as_pandas(training_data)  # once: packaging and the fingerprint share it
         package = build_package(
             model,
-            training_data,
+            frame,
             target=target,
             exposure=exposure,
             id_column=id_column,
             policy=validation,
         )
         facts = {
-            "training_data": lineage.data_fingerprint(package_frame(training_data)),
+            "training_data": lineage.data_fingerprint(frame),
             "libraries": lineage.library_versions(),
             "git": lineage.git_state(),
             "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
@@ -384,12 +385,6 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
             raise IntegrityError(
                 f"{version.name} version {version.version}: {exc.message}"
             ) from None
-
-
-def package_frame(training_data: Any) -> Any:
-    if type(training_data).__module__.startswith("pyarrow"):
-        return training_data.to_pandas()
-    return training_data
 
 
 def _check_metrics(metrics: Mapping[str, float] | None) -> dict[str, float]:
