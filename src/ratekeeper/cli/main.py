@@ -9,7 +9,13 @@ from typing import Any
 
 import click
 
-from ratekeeper.cli import governance_commands, registry_commands
+from ratekeeper.cli import (
+    batch_commands,
+    governance_commands,
+    ledger_commands,
+    monitoring_commands,
+    registry_commands,
+)
 from ratekeeper.cli.output import errors
 from ratekeeper.cli.serve import serve
 from ratekeeper.errors import RatekeeperError
@@ -71,7 +77,14 @@ def cli(ctx: click.Context, uri: str | None, artifacts: str | None, user: str | 
     ctx.call_on_close(ctx.obj.close)
 
 
-for command in [*registry_commands.COMMANDS, *governance_commands.COMMANDS, serve]:
+for command in [
+    *registry_commands.COMMANDS,
+    *governance_commands.COMMANDS,
+    *batch_commands.COMMANDS,
+    *ledger_commands.COMMANDS,
+    *monitoring_commands.COMMANDS,
+    serve,
+]:
     cli.add_command(command)
 
 
