@@ -97,6 +97,8 @@ def test_the_error_body_shape_is_pinned(client, policy) -> None:
         (f"/v1/models/{MODEL}/quote?alias=ghost", b"{}", 404, "not_found"),
         (f"/v1/models/{MODEL}/quote?version=99", b"{}", 404, "not_found"),
         (f"/v1/models/{MODEL}/quote?version=abc", b"{}", 422, "invalid_input"),
+        (f"/v1/models/{MODEL}/quote?version=0", b"{}", 422, "invalid_input"),
+        (f"/v1/models/{MODEL}/score?version=-2", b"[]", 422, "invalid_input"),
         (f"/v1/models/{MODEL}/quote", b'{"a": "' + b"x" * 30_000 + b'"}', 413, "payload_too_large"),
         (f"/v1/models/{MODEL}/score", b'{"policies": 3}', 422, "invalid_input"),
         (f"/v1/models/{MODEL}/score", json.dumps([{}] * 51).encode(), 413, "payload_too_large"),
@@ -118,6 +120,8 @@ def test_bad_requests_get_a_specific_4xx_in_the_same_shape(
     error = response.json()["error"]
     assert error["code"] == code and error["message"]
     assert "x" * 100 not in error["message"]  # never echo the payload
+    if "version=" in path and status == 422:
+        assert error["problems"][0]["field"] == "version"
 
 
 def test_score_returns_one_result_or_one_error_per_policy_in_order(client, world) -> None:

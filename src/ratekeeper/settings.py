@@ -23,6 +23,8 @@ class Settings:
     """Artifact folder; ``None`` = the one recorded in the registry, else ``home/artifacts``."""
     user: str = "unknown"
     """The actor recorded on every write."""
+    ledger_dir: Path | None = None
+    """Quote ledger folder; ``None`` = ``ledger/`` beside an embedded registry, else under home."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -33,6 +35,7 @@ class Settings:
             registry_uri=env.get("RATEKEEPER_REGISTRY_URI") or None,
             artifact_root=Path(artifacts) if artifacts else None,
             user=env.get("RATEKEEPER_USER") or _os_user(),
+            ledger_dir=Path(env["RATEKEEPER_LEDGER"]) if env.get("RATEKEEPER_LEDGER") else None,
         )
 
 

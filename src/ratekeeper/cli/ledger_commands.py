@@ -1,7 +1,157 @@
-"""CLI commands (placeholder; filled in by its owner)."""
+"""``ledger show|list`` and ``replay``: what priced a quote, and proof that it prices the same."""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from ratekeeper.cli.output import pairs, table
+from ratekeeper.engine import ledger as quote_ledger
+from ratekeeper.errors import NotFoundError
+
+ledger_option = click.option(
+    "--ledger",
+    "ledger_dir",
+    metavar="PATH",
+    type=click.Path(file_okay=False),
+    help="Quote ledger folder [default: $RATEKEEPER_LEDGER, else ledger/ beside the registry].",
+)
+
+
+def ledger_root(obj: Any, ledger_dir: str | None) -> Path:
+    if ledger_dir:
+        return Path(ledger_dir)
+    return quote_ledger.default_root(obj.settings, obj.registry.url)
+
+
+@click.group()
+def ledger() -> None:
+    """The quote ledger: every price the rating engine gave."""
+
+
+@ledger.command("show")
+@click.argument("quote_id")
+@ledger_option
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.pass_obj
+def ledger_show(obj: Any, quote_id: str, ledger_dir: str | None, as_json: bool) -> None:
+    """One quote: when, which model version and route, the inputs, the price, who approved it."""
+    record = quote_ledger.find_quote(ledger_root(obj, ledger_dir), quote_id)
+    approval = _approval(obj.registry, record)
+    if as_json:
+        click.echo(json.dumps(_jsonable({**record, "approval": approval}), indent=2))
+        return
+    pairs(
+        f"Quote {record['quote_id']}",
+        [
+            ("quoted at", record["quoted_at"]),
+            ("model", f"{record['model']} version {record['version']}"),
+            ("endpoint", record["endpoint"]),
+            ("served by", record["route"]),
+            ("prediction", repr(record["prediction"])),
+            *(approval.items()),
+        ],
+    )
+    table("Inputs", ["field", "value"], sorted(record["inputs"].items()))
+
+
+@ledger.command("list")
+@ledger_option
+@click.option("--model", metavar="NAME", help="Only this model.")
+@click.option("--version", type=int, metavar="N", help="Only this version.")
+@click.option(
+    "--since", metavar="DURATION", default="1d", show_default=True, help="e.g. 30m, 24h, 7d."
+)
+@click.option("--limit", default=20, show_default=True, help="Most recent quotes shown.")
+@click.pass_obj
+def ledger_list(
+    obj: Any,
+    ledger_dir: str | None,
+    model: str | None,
+    version: int | None,
+    since: str,
+    limit: int,
+) -> None:
+    """The most recent quotes, newest last, and how many there were."""
+    found = quote_ledger.read_ledger(
+        ledger_root(obj, ledger_dir),
+        model=model,
+        version=version,
+        since=quote_ledger.parse_since(since),
+    )
+    rows = (
+        found.select(
+            ["quote_id", "quoted_at", "model", "version", "endpoint", "route", "prediction"]
+        ).slice(max(found.num_rows - limit, 0))
+        if found.num_rows
+        else None
+    )
+    table(
+        f"Quotes in the last {since}: {found.num_rows:,}",
+        ["quote id", "quoted at", "model", "version", "endpoint", "served by", "prediction"],
+        [tuple(r.values()) for r in rows.to_pylist()] if rows is not None else [],
+    )
+
+
+@click.command()
+@click.argument("quote_id")
+@ledger_option
+@click.pass_obj
+def replay(obj: Any, quote_id: str, ledger_dir: str | None) -> None:
+    """Re-price a recorded quote with its recorded version and inputs: the price must be equal.
+
+    Exits 0 when the replayed price is identical to the recorded one, 1 when it differs.
+    """
+    record = quote_ledger.find_quote(ledger_root(obj, ledger_dir), quote_id)
+    scorer = obj.registry.load_model(f"models:/{record['model']}/{record['version']}")
+    replayed = scorer.predict_one(record["inputs"])
+    same = replayed == record["prediction"]
+    pairs(
+        f"Replay of quote {record['quote_id']}",
+        [
+            ("quoted at", record["quoted_at"]),
+            ("model", f"{record['model']} version {record['version']}"),
+            ("artifact", scorer.model_version.artifact_digest),
+            ("recorded", repr(record["prediction"])),
+            ("replayed", repr(replayed)),
+            ("result", "identical" if same else f"DIFFERS by {replayed - record['prediction']!r}"),
+        ],
+    )
+    if not same:
+        raise SystemExit(1)
+
+
+def _approval(registry: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """Who put the version that priced the quote in Production, and who approved it."""
+    if record["route"] != "Production":
+        return {}
+    try:
+        held = registry.production_at(record["model"], record["quoted_at"])
+    except NotFoundError:
+        return {}
+    if held.version != record["version"]:
+        return {}
+    approval: dict[str, Any] = {
+        "in Production since": held.since,
+        "moved by": held.promoted_by,
+    }
+    if held.request is not None:
+        approval["promotion request"] = held.request.id
+        approval["requested by"] = held.request.requested_by
+        approval["approved by"] = held.request.decided_by
+    return approval
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+COMMANDS: list[click.Command] = [ledger, replay]

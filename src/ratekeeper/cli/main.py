@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -72,7 +73,7 @@ def cli(ctx: click.Context, uri: str | None, artifacts: str | None, user: str | 
     """ratekeeper: a governed model registry and rating engine for insurance pricing."""
     settings = Settings.from_env()
     if user:
-        settings = Settings(settings.home, settings.registry_uri, settings.artifact_root, user)
+        settings = dataclasses.replace(settings, user=user)
     ctx.obj = Context(settings, uri, artifacts)
     ctx.call_on_close(ctx.obj.close)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -42,6 +43,16 @@ import click
     help="Most policies in one /score or /invocations request.",
 )
 @click.option(
+    "--ledger",
+    "ledger_dir",
+    metavar="PATH",
+    type=click.Path(file_okay=False),
+    help="Quote ledger folder [default: $RATEKEEPER_LEDGER, else ledger/ beside the registry].",
+)
+@click.option(
+    "--no-ledger", is_flag=True, help="Do not record quotes (not for production: no replay)."
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -58,6 +69,8 @@ def serve(
     invocations_model: str | None,
     poll_interval: float,
     max_policies: int,
+    ledger_dir: str | None,
+    no_ledger: bool,
     log_level: str,
 ) -> None:
     """Start the rating engine: quotes over HTTP, following the registry's promotions."""
@@ -65,6 +78,7 @@ def serve(
         from ratekeeper.http.multiprocess import prepare_multiprocess_metrics
 
         prepare_multiprocess_metrics()
+    from ratekeeper.engine.ledger import LedgerConfig, default_root
     from ratekeeper.http.app import AppConfig
     from ratekeeper.http.server import ServeConfig
     from ratekeeper.http.server import serve as run
@@ -73,8 +87,12 @@ def serve(
         obj.uri = registry_uri
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
-    _ = obj.registry  # open (and migrate) the registry here, so a bad URI fails fast
+    url = obj.registry.url  # open (and migrate) the registry here, so a bad URI fails fast
     obj.close()  # and hold no connection: the workers open their own
+    ledger = None
+    if not no_ledger:
+        root = Path(ledger_dir) if ledger_dir else default_root(obj.settings, url)
+        ledger = LedgerConfig(root.resolve())
     run(
         ServeConfig(
             settings=obj.settings,
@@ -89,6 +107,7 @@ def serve(
                 invocations_model=invocations_model,
                 poll_interval=poll_interval,
                 max_policies=max_policies,
+                ledger=ledger,
             ),
         )
     )

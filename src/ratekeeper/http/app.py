@@ -11,13 +11,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ratekeeper.engine.deployments import Deployments, LoadFailure
 from ratekeeper.engine.ids import new_quote_id
+from ratekeeper.engine.ledger import LedgerConfig, QuoteLedger
 from ratekeeper.errors import InvalidInputError, Problem, RatekeeperError
 from ratekeeper.http import protocol, schemas
 from ratekeeper.http.errors import (
@@ -46,6 +47,8 @@ class AppConfig:
     max_policies: int = 1000
     max_holdout_bytes: int = 50_000_000
     multiprocess_metrics: bool = False
+    ledger: LedgerConfig | None = None
+    """Record every price in the quote ledger (``None``: no ledger)."""
 
 
 def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
@@ -60,6 +63,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         metrics.load_failures.labels(failure.name, str(failure.version)).inc()
 
     deployments = Deployments(registry, config.models, on_swap=swapped, on_failure=failed)
+    ledger = QuoteLedger(config.ledger, metrics.ledger_event) if config.ledger else None
     stop = threading.Event()
 
     @asynccontextmanager
@@ -69,8 +73,12 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         if not deployments.ready:
             threading.Thread(target=load_models, name="ratekeeper-load", daemon=True).start()
         deployments.watch(config.poll_interval, stop)
+        if ledger is not None:
+            ledger.start()  # here, in the serving process: its thread must not cross a fork
         yield
         stop.set()
+        if ledger is not None:
+            ledger.close()
 
     def load_models() -> bool:
         try:
@@ -89,6 +97,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
     app.state.deployments = deployments
     app.state.load_models = load_models
     app.state.metrics = metrics
+    app.state.ledger = ledger
     app.add_exception_handler(RatekeeperError, handle_ratekeeper_error)
 
     @app.exception_handler(RequestValidationError)
@@ -107,23 +116,23 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         return response
 
     # -- pricing ----------------------------------------------------------------------------
+    # The pricing routes read their path and query parameters themselves: FastAPI's parameter
+    # machinery costs more per quote than the pricing does. The OpenAPI document still declares
+    # them (schemas.PINNING), and a bad value gets the same 422 body as any other parameter.
     @app.post(
         "/v1/models/{name}/quote",
         response_model=schemas.QuoteResponse,
         responses=schemas.ERRORS,
-        openapi_extra=schemas.POLICY_BODY,
+        openapi_extra=schemas.POLICY_BODY | schemas.PINNING,
         tags=["pricing"],
         summary="Price one policy",
     )
-    async def quote(
-        name: str,
-        request: Request,
-        version: int | None = Query(None, ge=1, description="pin a version"),
-        alias: str | None = Query(None, description="use the version behind this alias"),
-    ) -> Response:
+    async def quote(request: Request) -> Response:
         started = time.perf_counter()
+        name: str = request.path_params["name"]
         label = "-"
         try:
+            version, alias = protocol.pinned(request.query_params)
             scorer, served_by = deployments.scorer(name, version=version, alias=alias)
             label = str(scorer.version)
             policy = protocol.one_policy(await protocol.read_json(request, config.max_body_bytes))
@@ -131,8 +140,14 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         except RatekeeperError as exc:
             metrics.observe("quote", name, label, exc.code, time.perf_counter() - started)
             return error_response(exc)
+        quote_id = new_quote_id()
+        if ledger is not None:
+            ledger.record(
+                quote_id, name, scorer.version, scorer.signature, "quote", served_by, policy,
+                prediction,
+            )  # fmt: skip
         body = {
-            "quote_id": new_quote_id(),
+            "quote_id": quote_id,
             "model": name,
             "version": scorer.version,
             "prediction": prediction,
@@ -145,19 +160,16 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         "/v1/models/{name}/score",
         response_model=schemas.ScoreResponse,
         responses=schemas.ERRORS,
-        openapi_extra=schemas.POLICIES_BODY,
+        openapi_extra=schemas.POLICIES_BODY | schemas.PINNING,
         tags=["pricing"],
         summary="Price a list of policies: one result or one error per policy, in order",
     )
-    async def score(
-        name: str,
-        request: Request,
-        version: int | None = Query(None, ge=1),
-        alias: str | None = Query(None),
-    ) -> Response:
+    async def score(request: Request) -> Response:
         started = time.perf_counter()
+        name: str = request.path_params["name"]
         label = "-"
         try:
+            version, alias = protocol.pinned(request.query_params)
             scorer, served_by = deployments.scorer(name, version=version, alias=alias)
             label = str(scorer.version)
             body = await protocol.read_json(request, config.max_body_bytes)
@@ -167,9 +179,15 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
             metrics.observe("score", name, label, exc.code, time.perf_counter() - started)
             return error_response(exc)
         results: list[dict[str, Any]] = []
-        for outcome in priced:
+        for policy, outcome in zip(policies, priced, strict=True):
             if isinstance(outcome, float):
-                results.append({"quote_id": new_quote_id(), "prediction": outcome})
+                quote_id = new_quote_id()
+                results.append({"quote_id": quote_id, "prediction": outcome})
+                if ledger is not None:
+                    ledger.record(
+                        quote_id, name, scorer.version, scorer.signature, "score", served_by,
+                        policy, outcome,
+                    )  # fmt: skip
             else:
                 results.append({"error": problems_error(outcome).to_dict()})
         metrics.policies.labels(name, label).inc(len(policies))
@@ -206,6 +224,12 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
                 "invocations", name, str(scorer.version), exc.code, time.perf_counter() - started
             )
             raise
+        if ledger is not None:
+            for row, prediction in zip(rows, predictions, strict=True):
+                ledger.record(
+                    new_quote_id(), name, scorer.version, scorer.signature, "invocations",
+                    alias or "Production", row, prediction,
+                )  # fmt: skip
         metrics.observe(
             "invocations", name, str(scorer.version), "ok", time.perf_counter() - started
         )

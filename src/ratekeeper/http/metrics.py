@@ -7,6 +7,8 @@ multiprocess mode); with one process, samples live in memory.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -62,11 +64,37 @@ class Metrics:
             multiprocess_mode="livemostrecent",
         )
 
+        self.ledger_rows = Counter(
+            "ratekeeper_ledger_rows",
+            "Priced policies written to the quote ledger, or dropped (the disk refused writes).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.ledger_write_errors = Counter(
+            "ratekeeper_ledger_write_errors",
+            "Failed writes of the quote ledger (rows are kept and retried).",
+            registry=self.registry,
+        )
+        # Label children, looked up once per (endpoint, model, version, outcome): .labels() takes a
+        # lock and builds a key on every call, which shows on a quote's CPU profile.
+        self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+
     def observe(
         self, endpoint: str, model: str, version: str, outcome: str, seconds: float
     ) -> None:
-        self.requests.labels(endpoint, model, version, outcome).inc()
-        self.latency.labels(endpoint, model, version, outcome).observe(seconds)
+        key = (endpoint, model, version, outcome)
+        children = self._children.get(key)
+        if children is None:
+            children = self.requests.labels(*key), self.latency.labels(*key)
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def ledger_event(self, event: str, n: int) -> None:
+        if event == "write_error":
+            self.ledger_write_errors.inc(n)
+        else:
+            self.ledger_rows.labels(event).inc(n)
 
     def render(self) -> tuple[bytes, str]:
         if self.multiprocess:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -109,3 +110,18 @@ def _json_type(value: Any) -> str:
         float: "a number",
         type(None): "null",
     }.get(type(value), "a value")
+
+
+def pinned(query: Mapping[str, str]) -> tuple[int | None, str | None]:
+    """``?version=N`` / ``?alias=A`` of a pricing request (what the OpenAPI document declares)."""
+    version = query.get("version")
+    number = None
+    if version is not None:
+        text = version.strip()
+        if not text.isascii() or not text.lstrip("+").isdigit() or int(text) < 1:
+            raise InvalidInputError(
+                "the request's parameters are invalid",
+                [Problem("version", "invalid", "Input should be an integer of at least 1")],
+            )
+        number = int(text)
+    return number, query.get("alias")

@@ -89,6 +89,26 @@ POLICY_BODY = {
     }
 }
 
+PINNING = {
+    "parameters": [
+        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+        {
+            "name": "version",
+            "in": "query",
+            "required": False,
+            "description": "pin a version",
+            "schema": {"type": "integer", "minimum": 1},
+        },
+        {
+            "name": "alias",
+            "in": "query",
+            "required": False,
+            "description": "use the version behind this alias",
+            "schema": {"type": "string"},
+        },
+    ]
+}
+
 POLICIES_BODY = {
     "requestBody": {
         "required": True,

@@ -1,0 +1,482 @@
+"""The quote ledger: every real-time price, append-only, in columnar segments.
+
+A quote is *recorded* on the hot path by appending one tuple to an in-memory queue (well under a
+microsecond); a background thread writes the queue out every ``flush_interval`` seconds. So a
+crash of the process loses at most the last interval, and the quote path never waits for a disk.
+
+Layout, under the ledger root::
+
+    <model>/v<version>/<YYYY-MM-DD>/<start>-<host>-<pid>.arrows    the open segment
+    <model>/v<version>/<YYYY-MM-DD>/<start>-<host>-<pid>.parquet   closed segments
+
+One writer process per file, so workers and replicas never contend. The open segment is an Arrow
+IPC *stream*: each flush appends one record batch and flushes it to the OS (``fsync`` too by
+default), and a stream cut short by a crash still reads up to its last complete batch. A segment
+is closed after ``segment_seconds`` or ``segment_rows``, at midnight UTC and when the server stops:
+it is rewritten as a Parquet file (zstd) and the stream file removed. Segments left open by a
+process that died are closed by the next ledger that starts on the same host.
+
+Every row holds ``quote_id``, ``quoted_at`` (UTC), ``model``, ``version``, ``endpoint`` (quote,
+score, invocations), ``route`` (what served it: Production, an alias, or ``version N``),
+``prediction``, and ``inputs``: a struct with the version's signature fields as validated
+(numbers as float64, categorical levels and ids as strings). DuckDB reads the closed segments
+directly: ``SELECT * FROM read_parquet('<root>/**/*.parquet', union_by_name=true)``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ratekeeper.engine.ids import _ALPHABET
+from ratekeeper.errors import InvalidInputError, NotFoundError
+from ratekeeper.packaging.signature import ANY, CATEGORICAL, Signature
+from ratekeeper.settings import Settings
+
+log = logging.getLogger("ratekeeper.ledger")
+
+OPEN_SUFFIX, CLOSED_SUFFIX = ".arrows", ".parquet"
+ENDPOINTS = ("quote", "score", "invocations")
+
+
+def input_schema(signature: Signature) -> pa.StructType:
+    """The ``inputs`` struct of a version's ledger rows: its signature fields, in order."""
+    return pa.struct(
+        [
+            pa.field(f.name, pa.string() if f.kind in (CATEGORICAL, ANY) else pa.float64())
+            for f in signature.fields
+        ]
+    )
+
+
+def ledger_schema(signature: Signature) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("quote_id", pa.string(), nullable=False),
+            pa.field("quoted_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("version", pa.int64(), nullable=False),
+            pa.field("endpoint", pa.string(), nullable=False),
+            pa.field("route", pa.string(), nullable=False),
+            pa.field("prediction", pa.float64(), nullable=False),
+            pa.field("inputs", input_schema(signature), nullable=False),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    root: Path
+    flush_interval: float = 1.0
+    """Seconds between two writes of the queue: the most a crash can lose."""
+    segment_seconds: float = 900.0
+    segment_rows: int = 500_000
+    fsync: bool = True
+    max_queued: int = 1_000_000
+    """Quotes held in memory while the disk refuses writes; beyond it they are counted as lost."""
+
+
+class QuoteLedger:
+    """Records quotes of one process. ``start()`` in the process that serves (after any fork)."""
+
+    def __init__(
+        self, config: LedgerConfig, observe: Callable[[str, int], None] | None = None
+    ) -> None:
+        """``observe(event, n)`` hears of ``written`` rows, ``dropped`` rows and ``write_error``."""
+        self.config = config
+        self._observe = observe or (lambda _event, _n: None)
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._signatures: dict[tuple[str, int], Signature] = {}
+        self._segments: dict[tuple[str, int], _Segment] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one flush at a time (the thread, or close())
+        self.recorded = 0
+        self.written = 0
+        self.write_errors = 0
+        self.dropped = 0
+
+    # -- the hot path -------------------------------------------------------------------------
+    def record(
+        self,
+        quote_id: str,
+        name: str,
+        version: int,
+        signature: Signature,
+        endpoint: str,
+        route: str,
+        policy: Mapping[str, Any],
+        prediction: float,
+    ) -> None:
+        """Queue one priced policy; the background thread writes it within ``flush_interval``."""
+        key = (name, version)
+        if key not in self._signatures:
+            self._signatures[key] = signature
+        if len(self._queue) >= self.config.max_queued:
+            self.dropped += 1  # the disk has refused writes for a long while: say so, keep pricing
+            self._observe("dropped", 1)
+            return
+        self._queue.append((key, quote_id, time.time_ns(), endpoint, route, policy, prediction))
+        self.recorded += 1
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self.config.root.mkdir(parents=True, exist_ok=True)
+        close_orphaned_segments(self.config.root)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="ratekeeper-ledger", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Write what is queued and close every open segment (as Parquet)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        with self._lock:
+            self._write_queued()
+            for segment in self._segments.values():
+                segment.close()
+            self._segments.clear()
+
+    def flush(self) -> None:
+        """Write what is queued now (the background thread does this every interval)."""
+        with self._lock:
+            self._write_queued()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.config.flush_interval):
+            try:
+                with self._lock:
+                    self._write_queued()
+                    self._rotate()
+            except Exception:  # a full disk must not stop the thread (the rows are re-queued)
+                self.write_errors += 1
+                self._observe("write_error", 1)
+                log.exception("cannot write the quote ledger under %s", self.config.root)
+
+    # -- writing -----------------------------------------------------------------------------------
+    def _write_queued(self) -> None:
+        queued = len(self._queue)
+        if not queued:
+            return
+        rows: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+        for _ in range(queued):
+            item = self._queue.popleft()
+            rows.setdefault(item[0], []).append(item)
+        pending = list(rows.items())
+        try:
+            while pending:
+                key, items = pending[0]
+                self._write(key, items)
+                pending.pop(0)
+        except BaseException:
+            for _key, items in reversed(pending):  # back at the front, in order, for next time
+                self._queue.extendleft(reversed(items))
+            raise
+
+    def _write(self, key: tuple[str, int], items: list[tuple[Any, ...]]) -> None:
+        batch = _record_batch(key, self._signatures[key], items)
+        segment = self._segments.get(key)
+        if segment is None or segment.day != _day(items[0][2]):
+            if segment is not None:
+                del self._segments[key]
+                segment.close()
+            segment = _Segment.open(self.config, key, batch.schema, _day(items[0][2]))
+            self._segments[key] = segment
+        segment.write(batch)
+        self.written += batch.num_rows
+        self._observe("written", batch.num_rows)
+
+    def _rotate(self) -> None:
+        now = time.monotonic()
+        today = datetime.now(UTC).date()
+        for key, segment in list(self._segments.items()):
+            if (
+                segment.rows >= self.config.segment_rows
+                or now - segment.opened >= self.config.segment_seconds
+                or segment.day != today
+            ):
+                segment.close()
+                del self._segments[key]
+
+
+class _Segment:
+    def __init__(self, path: Path, sink: Any, writer: Any, day: date, fsync: bool) -> None:
+        self.path, self._sink, self._writer, self.day, self._fsync = path, sink, writer, day, fsync
+        self.rows = 0
+        self.opened = time.monotonic()
+
+    @classmethod
+    def open(cls, config: LedgerConfig, key: tuple[str, int], schema: pa.Schema, day: date) -> Any:
+        folder = config.root / key[0] / f"v{key[1]}" / day.isoformat()
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        path = folder / f"{stamp}-{_host()}-{os.getpid()}{OPEN_SUFFIX}"
+        sink = pa.OSFile(str(path), "wb")
+        return cls(path, sink, pa.ipc.new_stream(sink, schema), day, config.fsync)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+        self._sink.flush()
+        if self._fsync:
+            os.fsync(self._sink.fileno())
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        self._writer.close()
+        self._sink.close()
+        seal(self.path)
+
+
+def seal(path: Path) -> Path | None:
+    """Rewrite an open (stream) segment as Parquet, atomically, and remove the stream file."""
+    table = read_stream_segment(path)
+    target = path.with_suffix(CLOSED_SUFFIX)
+    if table.num_rows:
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        pq.write_table(table, partial, compression="zstd")
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+    path.unlink()
+    return target if table.num_rows else None
+
+
+def read_stream_segment(path: Path) -> pa.Table:
+    """Every complete record batch of a stream segment (a crash may have cut off the last)."""
+    batches: list[pa.RecordBatch] = []
+    schema = None
+    with pa.OSFile(str(path), "rb") as source:
+        try:
+            reader = pa.ipc.open_stream(source)
+        except (pa.ArrowInvalid, OSError):
+            return pa.table({})  # not even a schema was written
+        schema = reader.schema
+        while True:
+            try:
+                batches.append(reader.read_next_batch())
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError):
+                log.warning(
+                    "ledger segment %s ends in a partial batch (crash); kept the rest", path
+                )
+                break
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def close_orphaned_segments(root: Path) -> int:
+    """Seal the open segments this host's dead processes left behind; returns how many."""
+    sealed = 0
+    host = _host()
+    for path in root.glob(f"*/v*/*/*{OPEN_SUFFIX}"):
+        parts = path.stem.rsplit("-", 2)
+        if len(parts) != 3 or parts[1] != host or not parts[2].isdigit():
+            continue
+        if _alive(int(parts[2])):
+            continue
+        try:
+            seal(path)
+            sealed += 1
+        except OSError as exc:  # another process sealed it first
+            log.debug("segment %s: %s", path, exc)
+    if sealed:
+        log.warning("closed %d quote-ledger segment(s) left open by a stopped process", sealed)
+    return sealed
+
+
+# -- reading --------------------------------------------------------------------------------------
+def read_ledger(
+    root: Path,
+    *,
+    model: str | None = None,
+    version: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> pa.Table:
+    """The recorded quotes (closed and open segments), oldest first, optionally filtered.
+
+    ``inputs`` differs between versions; with ``version=None`` and several versions, the struct
+    holds the union of their fields (null where a version had no such field).
+    """
+    tables = [
+        table
+        for path in _segment_files(root, model, version, since, until)
+        if (table := _read_segment(path)).num_rows
+    ]
+    if not tables:
+        return pa.table({})
+    table = pa.concat_tables(tables, promote_options="permissive")
+    if since is not None:
+        table = table.filter(pc.greater_equal(table["quoted_at"], _timestamp(since)))
+    if until is not None:
+        table = table.filter(pc.less(table["quoted_at"], _timestamp(until)))
+    return table.sort_by([("quoted_at", "ascending")])  # stable: recorded order within a tick
+
+
+def find_quote(root: Path, quote_id: str) -> dict[str, Any]:
+    """One recorded quote, found through the day its time-ordered id carries."""
+    quoted = quote_time(quote_id)
+    for path in _segment_files(root, None, None, quoted, None, last=quoted):
+        table = _read_segment(path)
+        if not table.num_rows:
+            continue
+        hits = table.filter(pc.equal(table["quote_id"], quote_id))
+        if hits.num_rows:
+            return hits.to_pylist()[0]  # type: ignore[no-any-return]
+    raise NotFoundError(f"quote {quote_id} is not in the ledger at {root}")
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``30m``, ``24h``, ``7d``, ``2w`` before now, or an ISO date/time (UTC unless it says)."""
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    now = now or datetime.now(UTC)
+    text = text.strip()
+    number, unit = text[:-1], text[-1:].lower()
+    if unit in units and number.replace(".", "", 1).isdigit():
+        return now - timedelta(**{units[unit]: float(number)})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInputError(
+            f"--since {text!r}: give a duration such as 30m, 24h or 7d, or an ISO date"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def quote_time(quote_id: str) -> datetime:
+    """When a quote id was made (its first 10 characters are milliseconds since the epoch)."""
+    text = quote_id.strip().upper()
+    if len(text) != 26 or any(c not in _ALPHABET for c in text):
+        raise InvalidInputError(f"{quote_id!r} is not a quote id (26 characters of base32)")
+    millis = 0
+    for c in text[:10]:
+        millis = millis * 32 + _ALPHABET.index(c)
+    return datetime.fromtimestamp(millis / 1000, UTC)
+
+
+def _segment_files(
+    root: Path,
+    model: str | None,
+    version: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    last: datetime | None = None,
+) -> Iterator[Path]:
+    if not root.is_dir():
+        raise NotFoundError(f"there is no quote ledger at {root}")
+    # A segment's folder is the day of its first row, so look one day further back.
+    first_day = (since - timedelta(days=1)).astimezone(UTC).date() if since is not None else None
+    end = until or last
+    last_day = end.astimezone(UTC).date() if end is not None else None
+    model_glob = model if model is not None else "*"
+    version_glob = f"v{version}" if version is not None else "v*"
+    for folder in sorted(root.glob(f"{model_glob}/{version_glob}/*")):
+        try:
+            day = date.fromisoformat(folder.name)
+        except ValueError:
+            continue
+        if (first_day and day < first_day) or (last_day and day > last_day):
+            continue
+        yield from sorted(folder.glob(f"*{CLOSED_SUFFIX}"))
+        yield from sorted(folder.glob(f"*{OPEN_SUFFIX}"))
+
+
+def _read_segment(path: Path) -> pa.Table:
+    try:
+        if path.suffix == OPEN_SUFFIX:
+            return read_stream_segment(path)
+        return pq.read_table(path)
+    except FileNotFoundError:  # sealed (open → Parquet) while we listed the folder
+        sealed = path.with_suffix(CLOSED_SUFFIX)
+        return pq.read_table(sealed) if sealed.exists() else pa.table({})
+
+
+def _record_batch(
+    key: tuple[str, int], signature: Signature, items: list[tuple[Any, ...]]
+) -> pa.RecordBatch:
+    inputs = input_schema(signature)
+    n = len(items)
+    children = []
+    for f in inputs:
+        values = [item[5].get(f.name) for item in items]
+        if pa.types.is_string(f.type):
+            values = [v if v is None or type(v) is str else str(v) for v in values]
+        children.append(pa.array(values, type=f.type))
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([item[1] for item in items], pa.string()),
+            pa.array([item[2] // 1000 for item in items], pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+            pa.array([key[0]] * n, pa.string()),
+            pa.array([key[1]] * n, pa.int64()),
+            pa.array([item[3] for item in items], pa.string()),
+            pa.array([item[4] for item in items], pa.string()),
+            pa.array([item[6] for item in items], pa.float64()),
+            pa.StructArray.from_arrays(children, fields=list(inputs)),
+        ],
+        schema=ledger_schema(signature),
+    )
+
+
+def _day(time_ns: int) -> date:
+    return datetime.fromtimestamp(time_ns / 1e9, UTC).date()
+
+
+def _timestamp(moment: datetime) -> pa.Scalar:
+    if moment.tzinfo is None:
+        raise InvalidInputError("ledger times must carry a time zone")
+    return pa.scalar(moment.astimezone(UTC), pa.timestamp("us", tz="UTC"))
+
+
+def _host() -> str:
+    return socket.gethostname().replace("-", "_") or "host"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def default_root(settings: Settings, registry_url: str) -> Path:
+    """``$RATEKEEPER_LEDGER``, else ``ledger/`` beside an embedded registry, else under home."""
+    if settings.ledger_dir is not None:
+        return settings.ledger_dir
+    if registry_url.startswith("sqlite:///"):
+        return Path(registry_url.removeprefix("sqlite:///")).parent / "ledger"
+    return settings.home / "ledger"
+
+
+@contextlib.contextmanager
+def recording(config: LedgerConfig) -> Iterator[QuoteLedger]:
+    ledger = QuoteLedger(config)
+    ledger.start()
+    try:
+        yield ledger
+    finally:
+        ledger.close()
