@@ -61,7 +61,9 @@ TARGETS = {
     "vs_floor": 0.5,  # ratekeeper / HTTP floor throughput at concurrency 8
     "p99_at_1000_ms": 10.0,
     "ready_s": 2.0,
+    "ledger_p99_rise": 0.10,  # quote p99 at 1,000/s with the quote ledger vs without
 }
+SERVERS = ("ratekeeper", "ratekeeper-noledger", "floor", "mlflow")
 
 
 @dataclass(frozen=True)
@@ -360,10 +362,12 @@ class Setup:
         env = dict(os.environ)
         bindir = str(Path(self.python).parent)
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-        if kind == "ratekeeper":
+        if kind.startswith("ratekeeper"):
+            ledger = ["--no-ledger"] if kind == "ratekeeper-noledger" else []
             return ([str(Path(bindir) / "ratekeeper"), "--registry", str(self.rk_registry),
                      "serve", "--port", str(port), "--workers", str(workers),
-                     "--log-level", "warning"], f"/v1/models/{MODEL}/quote", "/readyz", env)
+                     "--log-level", "warning", *ledger], f"/v1/models/{MODEL}/quote", "/readyz",
+                    env)
         if kind == "mlflow":
             env["MLFLOW_TRACKING_URI"] = self.mlflow_tracking
             env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -405,7 +409,7 @@ def check_answer(setup: Setup, kind: str, port: int, path: str) -> None:
         raise RuntimeError(f"{kind}: a quote answered HTTP {status}: {str(body)[:300]}")
     if kind == "floor":
         return
-    got = body["prediction"] if kind == "ratekeeper" else body["predictions"][0]
+    got = body["prediction"] if kind.startswith("ratekeeper") else body["predictions"][0]
     if not math.isclose(got, setup.expected, rel_tol=1e-4):
         raise RuntimeError(f"{kind} priced the policy at {got}, the model says {setup.expected}")
 
@@ -430,6 +434,7 @@ class Live:
 
 def prepare_server(setup: Setup, kind: str, workers: int) -> Live:
     label = {"ratekeeper": "ratekeeper serve", "mlflow": "mlflow models serve",
+             "ratekeeper-noledger": "ratekeeper serve --no-ledger",
              "floor": "HTTP floor (constant)"}[kind] + f", {workers} worker{'s' * (workers > 1)}"
     port = free_port()
     command, path, ready, env = setup.command(kind, port, workers)
@@ -619,6 +624,15 @@ def targets_table(runs: list[ServerRun], ready: dict[str, tuple[list[float], lis
             lines.append(f"| p99 ≤ {TARGETS['p99_at_1000_ms']:.0f} ms at an offered 1,000 "
                          f"quotes/s, {workers} worker{'s' * (workers > 1)} | p99 {fmt_ms(p99)} "
                          f"ms, {r.error_count:,} errors | {verdict(ok)} |")
+    with_ledger, without = find(runs, "ratekeeper", 2), find(runs, "ratekeeper-noledger", 2)
+    if with_ledger and without and 1000 in with_ledger.open and 1000 in without.open:
+        on, off = with_ledger.open[1000].latency_ms["p99"], without.open[1000].latency_ms["p99"]
+        if on is not None and off is not None:
+            rise = on / off - 1
+            lines.append(f"| quote ledger raises the p99 at 1,000 quotes/s by ≤ "
+                         f"{TARGETS['ledger_p99_rise']:.0%} (2 workers) | {fmt_ms(on)} ms with, "
+                         f"{fmt_ms(off)} ms without = {rise:+.0%} | "
+                         f"{verdict(rise <= TARGETS['ledger_p99_rise'])} |")
     for name, (first, every) in ready.items():
         if name.startswith("ratekeeper") and first:
             times = every or first
@@ -722,7 +736,8 @@ def measure(setup: Setup, servers: set[str]
         say("start-to-ready, mlflow models serve")
         ready["mlflow models serve, 1 model, 1 worker"] = start_to_ready(
             setup, "mlflow", 1, plan.mlflow_ready_runs)
-    schedule = [("ratekeeper", 2, RATES), ("ratekeeper", 1, RATES), ("floor", 2, RATES),
+    schedule = [("ratekeeper", 2, RATES), ("ratekeeper-noledger", 2, RATES),
+                ("ratekeeper", 1, RATES), ("floor", 2, RATES),
                 ("floor", 1, ()), ("mlflow", 1, RATES), ("mlflow", 2, ())]
     return bench_servers(setup, [entry for entry in schedule if entry[0] in servers]), ready
 
@@ -753,17 +768,29 @@ def context_lines(plan: Plan, n_policies: int, busy_before: float, mlflow: bool)
     return lines
 
 
+def ledger_summary(root: Path) -> str:
+    """How many quotes the ledger-on servers recorded (every one they answered with a price)."""
+    if not root.is_dir():
+        return ""
+    from ratekeeper.engine.ledger import read_ledger
+
+    table = read_ledger(root)
+    files = len(list(root.rglob("*.parquet"))) + len(list(root.rglob("*.arrows")))
+    return (f"Quote ledger after the run: {table.num_rows:,} quotes recorded by the servers "
+            f"with the ledger on, in {files:,} segment files.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short cells, to check the script")
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
-    parser.add_argument("--servers", default="ratekeeper,floor,mlflow",
-                        help="which of ratekeeper, floor, mlflow to measure")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help=f"which of {', '.join(SERVERS)} to measure")
     parser.add_argument("--no-locust", action="store_true", help="skip the locust smoke run")
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
     servers = set(args.servers.split(","))
-    if not servers <= {"ratekeeper", "floor", "mlflow"}:
+    if not servers <= set(SERVERS):
         parser.error(f"unknown servers: {', '.join(sorted(servers))}")
     if not DATA.exists():
         print(f"error: the beMTPL97 data is missing: expected {DATA} (the shared data folder "
@@ -781,10 +808,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rk-serve-bench-") as tmp_name:
         setup, n_policies = prepare(Path(tmp_name), plan, "mlflow" in servers)
         runs, ready = measure(setup, servers)
+        ledger_line = ledger_summary(setup.rk_registry / "ledger")
         locust_line = ""
         if "ratekeeper" in servers and plan.locust_seconds and not args.no_locust:
             locust_line = run_locust(setup, plan.locust_seconds)
     text = report(runs, ready, context_lines(plan, n_policies, busy_before, "mlflow" in servers))
+    if ledger_line:
+        text += "\n" + ledger_line + "\n"
     if locust_line:
         text += "\n" + locust_line + "\n"
     text += f"\nWhole run: {time.perf_counter() - started:,.0f} s.\n"
