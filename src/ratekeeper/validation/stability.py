@@ -74,28 +74,76 @@ class StabilityResult:
 def psi(reference: NumericBins | LevelShares, values: Any, weights: Any = None) -> StabilityResult:
     """PSI and chi-square test of ``values`` (weighted by ``weights``) against ``reference``."""
     if isinstance(reference, NumericBins):
-        labels, expected, actual, w = _numeric_shares(reference, values, weights)
+        try:
+            array = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError("values must be numbers for a numeric reference") from None
+        non_empty("values", len(array))
+        w = weights_array(weights, len(array))
+        sums = numeric_bin_sums(reference.edges, array, w)
     else:
-        labels, expected, actual, w = _level_shares(reference, values, weights)
+        import pandas as pd
+
+        codes, uniques = pd.factorize(pd.Series(np.asarray(values, dtype=object)))
+        non_empty("values", len(codes))
+        w = weights_array(weights, len(codes))
+        lookup = level_bin_lookup(reference, list(uniques))
+        sums = np.bincount(lookup[codes], weights=w, minlength=len(reference.levels) + 2)
+    return stability(reference, sums, effective_size(w))
+
+
+def stability(
+    reference: NumericBins | LevelShares, sums: np.ndarray, sample_size: float
+) -> StabilityResult:
+    """PSI and chi-square test from the new data's weight per reference bin.
+
+    ``sums`` holds one weight per bin in the order of ``bin_labels(reference)`` (the missing
+    bin last); ``sample_size`` is the effective number of policies behind them.
+    """
+    expected = reference_shares(reference)
+    total = float(sums.sum())
+    if not total > 0:
+        raise InvalidInputError("the new data carries no weight in any bin")
+    actual = np.asarray(sums, dtype=np.float64) / total
     floored_expected = np.maximum(expected, SHARE_FLOOR)
     floored_actual = np.maximum(actual, SHARE_FLOOR)
     index = float(
         np.sum((floored_actual - floored_expected) * np.log(floored_actual / floored_expected))
     )
     used = (expected > 0) | (actual > 0)
-    n = float(w.sum() ** 2 / np.sum(w**2))
-    statistic = n * float(
+    statistic = sample_size * float(
         np.sum((actual[used] - floored_expected[used]) ** 2 / floored_expected[used])
     )
     dof = max(int(used.sum()) - 1, 0)
     return StabilityResult(
         psi=index,
-        labels=labels,
+        labels=bin_labels(reference),
         expected=floats(expected),
         actual=floats(actual),
         statistic=statistic,
         degrees_of_freedom=dof,
         p_value=chi2_sf(statistic, dof),
+    )
+
+
+def effective_size(weights: np.ndarray) -> float:
+    """(Σw)² / Σw²: the number of policies when all weights are equal."""
+    squares = float(np.dot(weights, weights))
+    return float(weights.sum()) ** 2 / squares if squares > 0 else 0.0
+
+
+def bin_labels(reference: NumericBins | LevelShares) -> tuple[str, ...]:
+    if isinstance(reference, NumericBins):
+        return (*numeric_labels(reference.edges), MISSING)
+    return (*reference.levels, OTHER, MISSING)
+
+
+def reference_shares(reference: NumericBins | LevelShares) -> np.ndarray:
+    """The registered shares per bin, in the order of ``bin_labels``."""
+    if isinstance(reference, NumericBins):
+        return np.asarray([*reference.shares, reference.missing_share], dtype=np.float64)
+    return np.asarray(
+        [*reference.shares, reference.other_share, reference.missing_share], dtype=np.float64
     )
 
 
@@ -108,42 +156,49 @@ def numeric_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
 
 
 def numeric_bin_of(edges: tuple[float, ...], values: np.ndarray) -> np.ndarray:
-    """Each value's bin in the registered bins; NaN → len(edges) + 1, the missing bin."""
-    index = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="left")
-    return np.where(np.isnan(values), len(edges) + 1, index)
+    """Each value's bin in the registered bins; NaN → len(edges) + 1, the missing bin.
+
+    The edges get a last one at +inf: ``searchsorted`` puts +inf in the upper tail and sorts
+    NaN after it, into the missing bin, without a separate ``isnan`` pass.
+    """
+    bounds = np.append(np.asarray(edges, dtype=np.float64), np.inf)
+    return np.searchsorted(bounds, values, side="left")
 
 
-def _numeric_shares(
-    reference: NumericBins, values: Any, weights: Any
-) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidInputError("values must be numbers for a numeric reference") from None
-    non_empty("values", len(array))
-    w = weights_array(weights, len(array))
-    shares, missing = reference.shares_of(array, w)
-    labels = (*numeric_labels(reference.edges), MISSING)
-    expected = np.asarray([*reference.shares, reference.missing_share])
-    return labels, expected, np.asarray([*shares, missing]), w
+_CHUNK = 1 << 16
 
 
-def _level_shares(
-    reference: LevelShares, values: Any, weights: Any
-) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
-    import pandas as pd
+def numeric_bin_sums(edges: tuple[float, ...], values: np.ndarray, weights: Any) -> np.ndarray:
+    """Weight per registered bin (open tails, then missing last), ``len(edges) + 2`` sums.
 
-    series = pd.Series(np.asarray(values, dtype=object))
-    non_empty("values", len(series))
-    w = weights_array(weights, len(series))
-    missing = series.isna().to_numpy()
-    codes = pd.Index(reference.levels).get_indexer(series.astype(str))
+    ``weights`` is an array or None (a count). Done in chunks that stay in the CPU cache: the
+    bin index of a chunk is summed while still hot, and never written out for the whole column.
+    """
+    bounds = np.append(np.asarray(edges, dtype=np.float64), np.inf)
+    size = len(edges) + 2
+    sums = np.zeros(size)
+    for start in range(0, len(values), _CHUNK):
+        index = np.searchsorted(bounds, values[start : start + _CHUNK], side="left")
+        chunk_weights = None if weights is None else weights[start : start + _CHUNK]
+        sums += np.bincount(index, weights=chunk_weights, minlength=size)
+    return sums
+
+
+def level_bin_lookup(reference: LevelShares, values: list[Any]) -> np.ndarray:
+    """Each distinct value's bin: its registered level, ``other``, or ``missing`` (None, NaN).
+
+    One entry more than ``values``, the missing bin, so that a null code of -1 finds it.
+    """
     n_levels = len(reference.levels)
-    bins = np.where(missing, n_levels + 1, np.where(codes < 0, n_levels, codes))
-    sums = np.bincount(bins, weights=w, minlength=n_levels + 2)
-    labels = (*reference.levels, OTHER, MISSING)
-    expected = np.asarray([*reference.shares, reference.other_share, reference.missing_share])
-    return labels, expected, sums / w.sum(), w
+    position = {level: i for i, level in enumerate(reference.levels)}
+    lookup = np.empty(len(values) + 1, dtype=np.intp)
+    for i, value in enumerate(values):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            lookup[i] = n_levels + 1
+        else:
+            lookup[i] = position.get(value if isinstance(value, str) else str(value), n_levels)
+    lookup[-1] = n_levels + 1
+    return lookup
 
 
 def _number(value: float) -> str:
