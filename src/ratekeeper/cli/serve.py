@@ -53,6 +53,35 @@ import click
     "--no-ledger", is_flag=True, help="Do not record quotes (not for production: no replay)."
 )
 @click.option(
+    "--drift-interval",
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often to compute the PSI of the served quotes (0: never; needs the ledger).",
+)
+@click.option(
+    "--drift-window",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="The quotes the PSI looks at: the last 30m, 24h, 7d ...",
+)
+@click.option(
+    "--drift-min-quotes",
+    default=500,
+    show_default=True,
+    help="Fewer quotes in the window than this: no PSI (it would be noise).",
+)
+@click.option(
+    "--drift-warn", default=0.10, show_default=True, help="PSI from which a factor warns."
+)
+@click.option("--drift-alert", default=0.25, show_default=True, help="PSI from which it alerts.")
+@click.option(
+    "--alert-webhook",
+    metavar="URL",
+    help="POST a JSON alert here when a served version's drift status changes.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -71,6 +100,12 @@ def serve(
     max_policies: int,
     ledger_dir: str | None,
     no_ledger: bool,
+    drift_interval: float,
+    drift_window: str,
+    drift_min_quotes: int,
+    drift_warn: float,
+    drift_alert: float,
+    alert_webhook: str | None,
     log_level: str,
 ) -> None:
     """Start the rating engine: quotes over HTTP, following the registry's promotions."""
@@ -78,10 +113,12 @@ def serve(
         from ratekeeper.http.multiprocess import prepare_multiprocess_metrics
 
         prepare_multiprocess_metrics()
-    from ratekeeper.engine.ledger import LedgerConfig, default_root
+    from ratekeeper.engine.drift_watcher import DriftWatchConfig
+    from ratekeeper.engine.ledger import LedgerConfig, default_root, parse_duration
     from ratekeeper.http.app import AppConfig
     from ratekeeper.http.server import ServeConfig
     from ratekeeper.http.server import serve as run
+    from ratekeeper.monitoring.drift import Bands
 
     if registry_uri is not None:
         obj.uri = registry_uri
@@ -89,10 +126,21 @@ def serve(
         raise click.BadParameter("must be at least 1", param_hint="--workers")
     url = obj.registry.url  # open (and migrate) the registry here, so a bad URI fails fast
     obj.close()  # and hold no connection: the workers open their own
-    ledger = None
+    ledger, drift = None, None
     if not no_ledger:
         root = Path(ledger_dir) if ledger_dir else default_root(obj.settings, url)
         ledger = LedgerConfig(root.resolve())
+        if drift_interval > 0:
+            drift = DriftWatchConfig(
+                ledger=ledger.root,
+                interval=drift_interval,
+                window=parse_duration(drift_window),
+                min_quotes=drift_min_quotes,
+                bands=Bands(drift_warn, drift_alert),
+                webhook=alert_webhook,
+            )
+    elif alert_webhook:
+        raise click.UsageError("--alert-webhook needs the quote ledger: drop --no-ledger")
     run(
         ServeConfig(
             settings=obj.settings,
@@ -108,6 +156,7 @@ def serve(
                 poll_interval=poll_interval,
                 max_policies=max_policies,
                 ledger=ledger,
+                drift=drift,
             ),
         )
     )

@@ -331,6 +331,14 @@ def read_ledger(
     return table.sort_by([("quoted_at", "ascending")])  # stable: recorded order within a tick
 
 
+def inputs_table(quotes: pa.Table) -> pa.Table:
+    """The recorded inputs as a table of their own (one column per signature field)."""
+    if quotes.num_rows == 0 or "inputs" not in quotes.column_names:
+        return pa.table({})
+    inputs = quotes.column("inputs").combine_chunks()
+    return pa.Table.from_arrays(inputs.flatten(), names=[f.name for f in inputs.type])
+
+
 def find_quote(root: Path, quote_id: str) -> dict[str, Any]:
     """One recorded quote, found through the day its time-ordered id carries."""
     quoted = quote_time(quote_id)
@@ -344,16 +352,23 @@ def find_quote(root: Path, quote_id: str) -> dict[str, Any]:
     raise NotFoundError(f"quote {quote_id} is not in the ledger at {root}")
 
 
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """``30m``, ``24h``, ``7d``, ``2w`` before now, or an ISO date/time (UTC unless it says)."""
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``24h``, ``7d``, ``2w``."""
     units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    now = now or datetime.now(UTC)
-    text = text.strip()
-    number, unit = text[:-1], text[-1:].lower()
-    if unit in units and number.replace(".", "", 1).isdigit():
-        return now - timedelta(**{units[unit]: float(number)})
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit not in units or not number.replace(".", "", 1).isdigit():
+        raise InvalidInputError(f"{text!r} is not a duration such as 30m, 24h or 7d")
+    return timedelta(**{units[unit]: float(number)})
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """A duration before now (``30m``, ``24h``, ``7d``), or an ISO date/time (UTC by default)."""
     try:
-        moment = datetime.fromisoformat(text)
+        return (now or datetime.now(UTC)) - parse_duration(text)
+    except InvalidInputError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise InvalidInputError(
             f"--since {text!r}: give a duration such as 30m, 24h or 7d, or an ISO date"

@@ -67,6 +67,11 @@ def serve(config: ServeConfig) -> None:
         process.start()
         return process
 
+    def start_watcher() -> Any:
+        process = context.Process(target=run_drift_watcher, args=(config,), daemon=False)
+        process.start()
+        return process
+
     def stop(_signum: int, _frame: Any) -> None:
         nonlocal stopping
         stopping = True
@@ -77,18 +82,23 @@ def serve(config: ServeConfig) -> None:
         "ratekeeper rating engine on http://%s:%d (%d workers)", config.host, port, config.workers
     )
     try:
-        workers = [start_worker() for _ in range(config.workers)]
+        # With several workers, one process of its own watches drift (one alert per change).
+        starts = [start_worker] * config.workers
+        if config.app.drift is not None:
+            starts.append(start_watcher)
+        workers = [start() for start in starts]
         while not stopping:
             time.sleep(0.2)
             for i, process in enumerate(workers):
                 if not process.is_alive() and not stopping:
                     log.error(
-                        "worker %s exited with %s; starting a new one",
+                        "%s %s exited with %s; starting a new one",
+                        "worker" if starts[i] is start_worker else "drift watcher",
                         process.pid,
                         process.exitcode,
                     )
                     _mark_dead(process.pid)
-                    workers[i] = start_worker()
+                    workers[i] = starts[i]()
     finally:
         for process in workers:
             if process.is_alive():
@@ -120,6 +130,23 @@ def run_worker(config: ServeConfig, multiprocess: bool) -> None:
         )
     )
     server.run(sockets=[sock])
+
+
+def run_drift_watcher(config: ServeConfig) -> None:
+    """The drift watcher's own process: its gauges reach /metrics through the shared folder."""
+    import threading
+
+    from ratekeeper.engine.drift_watcher import DriftGauges, DriftWatcher
+    from ratekeeper.registry.registry import Registry
+
+    assert config.app.drift is not None
+    _configure_logging(config.log_level)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    registry = Registry(config.registry_uri, artifacts=config.artifacts, settings=config.settings)
+    gauges = DriftGauges(None, multiprocess=True)
+    DriftWatcher(registry, config.app.drift, gauges, config.app.models).run(stop)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
