@@ -46,6 +46,22 @@ class AuditVerification:
     reason: str | None = None
 
 
+# Built once (a stage or alias move appends at least one event): building a statement costs
+# several times what the database takes to run it.
+_READ_HEAD = (
+    sa.select(registry_state.c.audit_head, registry_state.c.audit_count)
+    .where(registry_state.c.id == 1)
+    .with_for_update()
+)
+_INSERT_EVENT = sa.insert(audit_events)
+_MOVE_HEAD = (
+    sa.update(registry_state)
+    .where(registry_state.c.id == 1)
+    .values(audit_head=sa.bindparam("new_head"), audit_count=sa.bindparam("new_count"))
+)
+_MOVE_HEAD_AND_BUMP_GENERATION = _MOVE_HEAD.values(generation=registry_state.c.generation + 1)
+
+
 def append(
     conn: sa.Connection,
     *,
@@ -57,16 +73,16 @@ def append(
     before: Any = None,
     after: Any = None,
     comment: str | None = None,
+    bump_generation: bool = False,
 ) -> str:
-    """Append one event in the caller's transaction; returns its hash."""
-    state = conn.execute(
-        sa.select(registry_state.c.audit_head, registry_state.c.audit_count)
-        .where(registry_state.c.id == 1)
-        .with_for_update()
-    ).one()
-    at = datetime.now(UTC)
+    """Append one event in the caller's transaction; returns its hash.
+
+    ``bump_generation`` also bumps the counter that rating servers watch, in the same UPDATE
+    of ``registry_state`` that moves the chain's head (stage and alias moves set it).
+    """
+    head, count = conn.execute(_READ_HEAD).one()
     fields = {
-        "at": at,
+        "at": datetime.now(UTC),
         "actor": actor,
         "action": action,
         "model": model,
@@ -76,12 +92,11 @@ def append(
         "after": _json(after),
         "comment": comment,
     }
-    digest = event_hash(state.audit_head, fields)
-    conn.execute(sa.insert(audit_events).values(**fields, prev_hash=state.audit_head, hash=digest))
+    digest = event_hash(head, fields)
+    conn.execute(_INSERT_EVENT, {**fields, "prev_hash": head, "hash": digest})
     conn.execute(
-        sa.update(registry_state)
-        .where(registry_state.c.id == 1)
-        .values(audit_head=digest, audit_count=state.audit_count + 1)
+        _MOVE_HEAD_AND_BUMP_GENERATION if bump_generation else _MOVE_HEAD,
+        {"new_head": digest, "new_count": count + 1},
     )
     return digest
 

@@ -12,13 +12,13 @@ The user who creates a registry becomes its first ``admin``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 import sqlalchemy as sa
 
 from ratekeeper.errors import InvalidInputError, PermissionDeniedError
-from ratekeeper.governance import identity
-from ratekeeper.store.tables import registry_state
+from ratekeeper.store.tables import registry_state, user_roles, users
 
 GOVERNED: Final = "governed"
 OPEN: Final = "open"
@@ -38,6 +38,46 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "read": frozenset({"viewer", "modeller", "approver", "deployer", "admin"}),
 }
 
+# Built once; one round trip answers "which policy, and which roles does the actor hold":
+# one row per role, or a single row with no user (NULL id) or no role.
+_POLICY = sa.select(registry_state.c.policy)
+_POLICY_AND_ROLES = (
+    sa.select(registry_state.c.policy, users.c.id, user_roles.c.role)
+    .select_from(
+        registry_state.outerjoin(users, users.c.name == sa.bindparam("actor")).outerjoin(
+            user_roles, user_roles.c.user_id == users.c.id
+        )
+    )
+    .where(registry_state.c.id == 1)
+)
+
+
+@dataclass(frozen=True)
+class Access:
+    """The registry's policy and what one actor holds in it, read once per transaction."""
+
+    actor: str
+    policy: str
+    is_user: bool
+    roles: frozenset[str]
+
+    def require(self, action: str) -> frozenset[str]:
+        """The actor's roles; PermissionDeniedError when a governed registry forbids the action."""
+        if self.policy == OPEN:
+            return self.roles
+        if not self.is_user:
+            raise PermissionDeniedError(
+                f"{self.actor!r} is not a user of this governed registry "
+                "(an admin adds users with `ratekeeper users add`)"
+            )
+        allowed = PERMISSIONS[action]
+        if not self.roles & allowed:
+            raise PermissionDeniedError(
+                f"{self.actor} ({', '.join(sorted(self.roles))}) may not "
+                f"{action.replace('_', ' ')}: that needs the {' or '.join(sorted(allowed))} role"
+            )
+        return self.roles
+
 
 def check_policy(policy: str) -> str:
     if policy not in POLICIES:
@@ -46,24 +86,20 @@ def check_policy(policy: str) -> str:
 
 
 def registry_policy(conn: sa.Connection) -> str:
-    return str(conn.execute(sa.select(registry_state.c.policy)).scalar_one())
+    return str(conn.execute(_POLICY).scalar_one())
+
+
+def access(conn: sa.Connection, actor: str) -> Access:
+    """The policy and the actor's roles, in one statement."""
+    rows = conn.execute(_POLICY_AND_ROLES, {"actor": actor}).all()
+    return Access(
+        actor=actor,
+        policy=str(rows[0].policy),
+        is_user=rows[0].id is not None,
+        roles=frozenset(r.role for r in rows if r.role is not None),
+    )
 
 
 def authorize(conn: sa.Connection, actor: str, action: str) -> frozenset[str]:
     """The actor's roles; PermissionDeniedError when a governed registry forbids the action."""
-    user = identity.find_user(conn, actor)
-    roles = user.roles if user is not None else frozenset()
-    if registry_policy(conn) == OPEN:
-        return roles
-    if user is None:
-        raise PermissionDeniedError(
-            f"{actor!r} is not a user of this governed registry "
-            "(an admin adds users with `ratekeeper users add`)"
-        )
-    allowed = PERMISSIONS[action]
-    if not roles & allowed:
-        raise PermissionDeniedError(
-            f"{actor} ({', '.join(sorted(roles))}) may not {action.replace('_', ' ')}: "
-            f"that needs the {' or '.join(sorted(allowed))} role"
-        )
-    return roles
+    return access(conn, actor).require(action)

@@ -19,6 +19,29 @@ from ratekeeper.registry.entities import ModelVersion, Stage
 from ratekeeper.store import database
 from ratekeeper.store.tables import aliases, model_versions, stage_transitions
 
+# Built once: a move runs about ten statements, and building each afresh (with its cache key)
+# cost several times what SQLite takes to run it. Values not named by a bind parameter are
+# given as execution parameters, keyed by column name.
+_STAGE_OF = sa.select(model_versions.c.stage).where(model_versions.c.id == sa.bindparam("vid"))
+_PRODUCTION_OF = sa.select(model_versions.c.id, model_versions.c.version).where(
+    model_versions.c.model_id == sa.bindparam("model_id"),
+    model_versions.c.stage == Stage.PRODUCTION.value,
+)
+_SET_STAGE = sa.update(model_versions).where(model_versions.c.id == sa.bindparam("vid"))
+_INSERT_TRANSITION = sa.insert(stage_transitions)
+_ALIAS_TARGET = (
+    sa.select(model_versions.c.version)
+    .join(aliases, aliases.c.version_id == model_versions.c.id)
+    .where(aliases.c.model_id == sa.bindparam("mid"), aliases.c.alias == sa.bindparam("name"))
+)
+_INSERT_ALIAS = sa.insert(aliases)
+_MOVE_ALIAS = sa.update(aliases).where(
+    aliases.c.model_id == sa.bindparam("mid"), aliases.c.alias == sa.bindparam("name")
+)
+_DELETE_ALIAS = sa.delete(aliases).where(
+    aliases.c.model_id == sa.bindparam("mid"), aliases.c.alias == sa.bindparam("name")
+)
+
 
 def move_stage(
     conn: sa.Connection,
@@ -34,21 +57,12 @@ def move_stage(
     row = queries.version_row(conn, name, version)
     current = Stage(row.stage)
     if database.lock_model(conn, row.model_id):  # PostgreSQL: re-read under the lock
-        current = Stage(
-            conn.execute(
-                sa.select(model_versions.c.stage).where(model_versions.c.id == row.id)
-            ).scalar_one()
-        )
+        current = Stage(conn.execute(_STAGE_OF, {"vid": row.id}).scalar_one())
     if current == target:
         raise ConflictError(f"{name} version {version} is already in {target.value}")
     now = datetime.now(UTC)
     if target == Stage.PRODUCTION:
-        previous = conn.execute(
-            sa.select(model_versions.c.id, model_versions.c.version).where(
-                model_versions.c.model_id == row.model_id,
-                model_versions.c.stage == Stage.PRODUCTION.value,
-            )
-        ).first()
+        previous = conn.execute(_PRODUCTION_OF, {"model_id": row.model_id}).first()
         if previous is not None:
             why = f"archived: version {version} promoted to Production"
             _record_move(
@@ -63,9 +77,10 @@ def move_stage(
                 why,
                 request_id,
             )
-    _record_move(conn, actor, name, version, row.id, current, target, now, comment, request_id)
-    database.bump_generation(conn)
-    moved = queries.to_versions(conn, [row])[0]
+    _record_move(
+        conn, actor, name, version, row.id, current, target, now, comment, request_id, last=True
+    )
+    moved = queries.to_version(conn, row)
     return replace(moved, stage=target, stage_changed_at=now)
 
 
@@ -96,23 +111,13 @@ def rollback(conn: sa.Connection, actor: str, name: str, comment: str | None) ->
 def set_alias(conn: sa.Connection, actor: str, name: str, alias: str, version: int) -> ModelVersion:
     row = queries.version_row(conn, name, version)
     database.lock_model(conn, row.model_id)
-    before = conn.execute(
-        sa.select(model_versions.c.version)
-        .join(aliases, aliases.c.version_id == model_versions.c.id)
-        .where(aliases.c.model_id == row.model_id, aliases.c.alias == alias)
-    ).scalar()
-    conn.execute(
-        sa.delete(aliases).where(aliases.c.model_id == row.model_id, aliases.c.alias == alias)
-    )
-    conn.execute(
-        sa.insert(aliases).values(
-            model_id=row.model_id,
-            alias=alias,
-            version_id=row.id,
-            updated_by=actor,
-            updated_at=datetime.now(UTC),
-        )
-    )
+    key = {"mid": row.model_id, "name": alias}
+    before = conn.execute(_ALIAS_TARGET, key).scalar()
+    pointer = {"version_id": row.id, "updated_by": actor, "updated_at": datetime.now(UTC)}
+    if before is None:
+        conn.execute(_INSERT_ALIAS, {"model_id": row.model_id, "alias": alias, **pointer})
+    else:  # the model is locked: the alias cannot appear or vanish in between
+        conn.execute(_MOVE_ALIAS, {**key, **pointer})
     audit.append(
         conn,
         actor=actor,
@@ -122,22 +127,19 @@ def set_alias(conn: sa.Connection, actor: str, name: str, alias: str, version: i
         target=alias,
         before={"version": before},
         after={"version": version},
+        bump_generation=True,
     )
-    database.bump_generation(conn)
-    return queries.to_versions(conn, [row])[0]
+    return queries.to_version(conn, row)
 
 
 def delete_alias(conn: sa.Connection, actor: str, name: str, alias: str) -> None:
     model_id = queries.model_id(conn, name)
     database.lock_model(conn, model_id)
-    before = conn.execute(
-        sa.select(model_versions.c.version)
-        .join(aliases, aliases.c.version_id == model_versions.c.id)
-        .where(aliases.c.model_id == model_id, aliases.c.alias == alias)
-    ).scalar()
+    key = {"mid": model_id, "name": alias}
+    before = conn.execute(_ALIAS_TARGET, key).scalar()
     if before is None:
         raise NotFoundError(f"model {name!r} has no alias {alias!r}")
-    conn.execute(sa.delete(aliases).where(aliases.c.model_id == model_id, aliases.c.alias == alias))
+    conn.execute(_DELETE_ALIAS, key)
     audit.append(
         conn,
         actor=actor,
@@ -147,8 +149,8 @@ def delete_alias(conn: sa.Connection, actor: str, name: str, alias: str) -> None
         target=alias,
         before={"version": before},
         after=None,
+        bump_generation=True,
     )
-    database.bump_generation(conn)
 
 
 def _record_move(
@@ -162,22 +164,23 @@ def _record_move(
     now: datetime,
     comment: str | None,
     request_id: int | None,
+    *,
+    last: bool = False,
 ) -> None:
+    """The stage column, a history row and an audit event; the ``last`` write of a move also
+    bumps the generation that rating servers watch."""
+    conn.execute(_SET_STAGE, {"vid": version_id, "stage": new.value, "stage_changed_at": now})
     conn.execute(
-        sa.update(model_versions)
-        .where(model_versions.c.id == version_id)
-        .values(stage=new.value, stage_changed_at=now)
-    )
-    conn.execute(
-        sa.insert(stage_transitions).values(
-            version_id=version_id,
-            from_stage=old.value,
-            to_stage=new.value,
-            actor=actor,
-            at=now,
-            comment=comment,
-            request_id=request_id,
-        )
+        _INSERT_TRANSITION,
+        {
+            "version_id": version_id,
+            "from_stage": old.value,
+            "to_stage": new.value,
+            "actor": actor,
+            "at": now,
+            "comment": comment,
+            "request_id": request_id,
+        },
     )
     audit.append(
         conn,
@@ -189,4 +192,5 @@ def _record_move(
         after={"stage": new.value},
         comment=comment,
         target=f"request {request_id}" if request_id is not None else None,
+        bump_generation=last,
     )

@@ -21,9 +21,41 @@ from ratekeeper.store.tables import aliases, model_versions, models, stage_trans
 
 _VERSION_COLUMNS = (models.c.name, *model_versions.c)
 
+# The statements of every stage and alias move are built once, here: building a SQLAlchemy
+# statement (and its cache key) costs several times what SQLite takes to run it.
+_MODEL_ID = sa.select(models.c.id).where(models.c.name == sa.bindparam("name"))
+_VERSION_ROW = (
+    sa.select(*_VERSION_COLUMNS)
+    .join(models, models.c.id == model_versions.c.model_id)
+    .where(models.c.name == sa.bindparam("name"), model_versions.c.version == sa.bindparam("n"))
+)
+_PRODUCTION_VERSION = sa.select(model_versions.c.version).where(
+    model_versions.c.model_id == sa.bindparam("model_id"),
+    model_versions.c.stage == Stage.PRODUCTION.value,
+)
+_LAST_PROMOTED = (
+    sa.select(model_versions.c.version)
+    .join(stage_transitions, stage_transitions.c.version_id == model_versions.c.id)
+    .where(
+        model_versions.c.model_id == sa.bindparam("model_id"),
+        stage_transitions.c.to_stage == Stage.PRODUCTION.value,
+    )
+    .order_by(stage_transitions.c.id.desc())
+    .limit(1)
+)
+_LAST_PROMOTED_OTHER = _LAST_PROMOTED.where(model_versions.c.version != sa.bindparam("current"))
+_TAGS_OF_ONE = sa.select(version_tags.c.key, version_tags.c.value).where(
+    version_tags.c.version_id == sa.bindparam("version_id")
+)
+_ALIASES_OF_ONE = (
+    sa.select(aliases.c.alias)
+    .where(aliases.c.version_id == sa.bindparam("version_id"))
+    .order_by(aliases.c.alias)
+)
+
 
 def model_id(conn: sa.Connection, name: str) -> int:
-    found = conn.execute(sa.select(models.c.id).where(models.c.name == name)).scalar()
+    found = conn.execute(_MODEL_ID, {"name": name}).scalar()
     if found is None:
         raise NotFoundError(f"model {name!r} does not exist")
     return int(found)
@@ -38,11 +70,7 @@ def version_row(conn: sa.Connection, name: str, version: int) -> sa.Row[Any]:
     if version > MAX_VERSION:
         model_id(conn, name)
         raise NotFoundError(f"model {name!r} has no version {version}")
-    row = conn.execute(
-        sa.select(*_VERSION_COLUMNS)
-        .join(models, models.c.id == model_versions.c.model_id)
-        .where(models.c.name == name, model_versions.c.version == version)
-    ).first()
+    row = conn.execute(_VERSION_ROW, {"name": name, "n": version}).first()
     if row is None:
         model_id(conn, name)  # raises "model does not exist" first when that is the problem
         raise NotFoundError(f"model {name!r} has no version {version}")
@@ -50,30 +78,16 @@ def version_row(conn: sa.Connection, name: str, version: int) -> sa.Row[Any]:
 
 
 def production_version(conn: sa.Connection, model: int) -> int | None:
-    found = conn.execute(
-        sa.select(model_versions.c.version).where(
-            model_versions.c.model_id == model,
-            model_versions.c.stage == Stage.PRODUCTION.value,
-        )
-    ).scalar()
+    found = conn.execute(_PRODUCTION_VERSION, {"model_id": model}).scalar()
     return int(found) if found is not None else None
 
 
 def previous_production_version(conn: sa.Connection, model: int, current: int | None) -> int | None:
     """The last version other than ``current`` that was moved to Production."""
-    query = (
-        sa.select(model_versions.c.version)
-        .join(stage_transitions, stage_transitions.c.version_id == model_versions.c.id)
-        .where(
-            model_versions.c.model_id == model,
-            stage_transitions.c.to_stage == Stage.PRODUCTION.value,
-        )
-        .order_by(stage_transitions.c.id.desc())
-        .limit(1)
-    )
-    if current is not None:
-        query = query.where(model_versions.c.version != current)
-    found = conn.execute(query).scalar()
+    if current is None:
+        found = conn.execute(_LAST_PROMOTED, {"model_id": model}).scalar()
+    else:
+        found = conn.execute(_LAST_PROMOTED_OTHER, {"model_id": model, "current": current}).scalar()
     return int(found) if found is not None else None
 
 
@@ -107,7 +121,16 @@ def find_versions(
     return to_versions(conn, conn.execute(query).all())
 
 
+def to_version(conn: sa.Connection, row: sa.Row[Any]) -> ModelVersion:
+    """One version row with its tags and aliases (the prebuilt statements of a single move)."""
+    tags = {t.key: t.value for t in conn.execute(_TAGS_OF_ONE, {"version_id": row.id})}
+    names = tuple(conn.execute(_ALIASES_OF_ONE, {"version_id": row.id}).scalars())
+    return _version(row, tags, names)
+
+
 def to_versions(conn: sa.Connection, rows: Sequence[sa.Row[Any]]) -> list[ModelVersion]:
+    if len(rows) == 1:
+        return [to_version(conn, rows[0])]
     ids = [row.id for row in rows]
     tags: dict[int, dict[str, str]] = {i: {} for i in ids}
     names: dict[int, list[str]] = {i: [] for i in ids}

@@ -5,6 +5,10 @@ Every dialect quirk of the registry store lives in this one module:
 - SQLite runs in WAL mode (readers never block the writer) with a busy timeout, and every write
   transaction starts with ``BEGIN IMMEDIATE`` so that two writers serialise at the start of the
   transaction instead of failing at commit with "database is locked".
+- SQLite uses ``synchronous=NORMAL``, set on every new connection: in WAL mode a commit appends to
+  the WAL without an fsync, and the WAL is synced at each checkpoint. A committed transaction
+  survives a crash of the process; a power cut or OS crash may lose the transactions committed
+  since the last checkpoint, but never corrupts the database or leaves half a transaction.
 - Switching a new SQLite file to WAL mode is retried: SQLite does not wait for that lock.
 - PostgreSQL serialises writers of one model with ``SELECT ... FOR UPDATE`` on the model row.
 - PostgreSQL serialises migrations (processes opening a new registry at once) with a
@@ -99,13 +103,22 @@ def read_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
+# Built once (every stage and alias move runs it on PostgreSQL): building a SQLAlchemy statement
+# and its cache key costs several times what the database takes to run it. The generation that
+# rating servers watch is bumped by ``audit.append(bump_generation=True)``, in the UPDATE of
+# ``registry_state`` that also moves the audit chain's head.
+_LOCK_MODEL = (
+    sa.select(tables.models.c.id)
+    .where(tables.models.c.id == sa.bindparam("model_id"))
+    .with_for_update()
+)
+
+
 def lock_model(conn: sa.Connection, model_id: int) -> bool:
     """Serialise writers of one model; True when a lock was taken (rows read before it may be
     stale). SQLite needs none: BEGIN IMMEDIATE already serialised the whole transaction."""
     if conn.dialect.name == "postgresql":
-        conn.execute(
-            sa.select(tables.models.c.id).where(tables.models.c.id == model_id).with_for_update()
-        )
+        conn.execute(_LOCK_MODEL, {"model_id": model_id})
         return True
     return False
 
@@ -115,12 +128,6 @@ def insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict[
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     result = conn.execute(insert(table).values(**values).on_conflict_do_nothing())
     return bool(result.rowcount)
-
-
-def bump_generation(conn: sa.Connection) -> None:
-    """Tell watching servers that stages or aliases changed (in the same transaction)."""
-    state = tables.registry_state
-    conn.execute(sa.update(state).where(state.c.id == 1).values(generation=state.c.generation + 1))
 
 
 def migrate(engine: sa.Engine) -> None:
