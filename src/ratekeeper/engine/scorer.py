@@ -8,16 +8,30 @@ signature declares one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ratekeeper.errors import InvalidInputError, Problem
-from ratekeeper.packaging.frames import as_float, to_columns
+from ratekeeper.packaging.frames import Columns, as_float, take, to_columns
 from ratekeeper.packaging.package import Package
 from ratekeeper.packaging.signature import Signature, ValidationReport, problems_error
 from ratekeeper.registry.entities import ModelVersion
+
+
+@dataclass(frozen=True)
+class PricedRows:
+    """What ``Scorer.price_valid`` returns: prices where a row passed, the report of the rest."""
+
+    prices: np.ndarray
+    """One price per row; NaN where the row was rejected."""
+    report: ValidationReport
+
+    @property
+    def rejected(self) -> np.ndarray:
+        """Boolean mask, one entry per row: True where the row was not priced."""
+        return self.report.bad_rows
 
 
 class Scorer:
@@ -62,11 +76,7 @@ class Scorer:
         """Price many policies (pandas, pyarrow or a list of dicts); all or nothing."""
         columns, n_rows = to_columns(data)
         self._frame_signature.check_columns(columns, n_rows).raise_for_problems()
-        rate = self._predictor.predict_columns(columns, n_rows)
-        if self._exposure is not None:
-            priced: np.ndarray = rate * as_float(columns[self._exposure])
-            return priced
-        return rate
+        return self._price(columns, n_rows)
 
     def predict_each(self, policies: Sequence[Any]) -> list[float | list[Problem]]:
         """Price each policy on its own: a price, or that policy's problems, in order."""
@@ -91,6 +101,32 @@ class Scorer:
             for position, price in zip(positions, prices.tolist(), strict=True):
                 results[position] = price
         return results
+
+    def price_valid(self, columns: Columns, n_rows: int) -> PricedRows:
+        """Price the rows that pass the signature check; report the others (batch scoring).
+
+        The same check and the same arithmetic as ``predict``: a row priced here gets the price
+        ``predict_one`` gives it.
+        """
+        report = self._frame_signature.check_columns(columns, n_rows)
+        if report.ok:
+            return PricedRows(self._price(columns, n_rows), report)
+        prices = np.full(n_rows, np.nan)
+        valid = np.flatnonzero(~report.bad_rows)
+        if len(valid):
+            prices[valid] = self._price(take(columns, valid), len(valid))
+        return PricedRows(prices, report)
+
+    def row_problems(self, row: Mapping[str, Any], position: int | None = None) -> list[Problem]:
+        """Every problem of one row of a frame (columns the model does not use are ignored)."""
+        return self._frame_signature.check_row(row, position)
+
+    def _price(self, columns: Columns, n_rows: int) -> np.ndarray:
+        rate = self._predictor.predict_columns(columns, n_rows)
+        if self._exposure is not None:
+            priced: np.ndarray = rate * as_float(columns[self._exposure])
+            return priced
+        return rate
 
     def check(self, data: Any) -> ValidationReport:
         """Every problem with ``data``, without pricing it."""

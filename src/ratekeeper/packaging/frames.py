@@ -120,6 +120,8 @@ def _from_pandas(frame: Any) -> tuple[Columns, int]:
 
 
 def _from_arrow(table: Any) -> tuple[Columns, int]:
+    """Arrow columns without going through pandas: numbers cast to float64 (nulls → NaN),
+    everything else dictionary-encoded by Arrow (free when the reader already did it)."""
     import pyarrow as pa
 
     if isinstance(table, pa.RecordBatch):
@@ -132,10 +134,50 @@ def _from_arrow(table: Any) -> tuple[Columns, int]:
         if pa.types.is_dictionary(kind):
             kind = kind.value_type
         if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-            columns[name] = column.cast(kind).to_numpy().astype(np.float64)
+            columns[name] = _arrow_floats(column)
         else:
-            columns[name] = Factor.of(column.to_pandas())
+            columns[name] = _arrow_factor(column)
     return columns, table.num_rows
+
+
+def _arrow_floats(column: Any) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    numbers = pc.cast(column, pa.float64(), safe=False)
+    if numbers.null_count:
+        numbers = pc.fill_null(numbers, np.nan)
+    values: np.ndarray = numbers.to_numpy()
+    return values
+
+
+def _arrow_factor(column: Any) -> Factor:
+    """Codes and distinct values of a non-numeric Arrow column, computed by Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_dictionary(column.type):
+        try:
+            column = pc.dictionary_encode(column)
+        except pa.ArrowNotImplementedError:  # nested values: let pandas factorize them
+            return Factor.of(column.to_pandas())
+    if isinstance(column, pa.ChunkedArray):
+        column = column.unify_dictionaries() if column.num_chunks > 1 else column
+        chunks = column.chunks
+        if not chunks:
+            return Factor(np.empty(0, dtype=np.int64), np.empty(0, dtype=object))
+        dictionary = chunks[0].dictionary
+        indices = pa.chunked_array([c.indices for c in chunks], type=chunks[0].indices.type)
+    else:
+        dictionary, indices = column.dictionary, column.indices
+    if indices.null_count:
+        indices = pc.fill_null(indices, -1)
+    codes = np.asarray(indices.to_numpy(), dtype=np.int64)
+    uniques = np.empty(len(dictionary), dtype=object)
+    uniques[:] = dictionary.to_pylist()
+    return Factor(codes, uniques)
 
 
 def _from_records(rows: Sequence[Any]) -> tuple[Columns, int]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ratekeeper.errors import UnsupportedModelError
-from ratekeeper.packaging.frames import Columns, as_float, level_codes
+from ratekeeper.packaging.frames import Column, Columns, Factor, as_float, level_codes
 
 _LINKS = ("log", "identity")
 
@@ -78,24 +78,42 @@ class GLMPredictor:
         self._numeric = list(terms.numeric.items())
         self._log = terms.link == "log"
 
+    # Online and batch prices must be bit-identical: both paths add the same terms in the same
+    # order (intercept, categorical factors, numeric factors) and both use numpy's exp, whose
+    # SIMD kernels can differ from math.exp in the last bit on some CPUs.
     def predict_row(self, row: Mapping[str, Any]) -> float:
         eta = self.terms.intercept
         for name, table in self._categorical:
             eta += table.get(row[name], 0.0)
         for name, coefficient in self._numeric:
             eta += coefficient * row[name]
-        return math.exp(eta) if self._log else eta
+        return float(_exp(eta)) if self._log else eta
 
     def predict_columns(self, columns: Columns, n_rows: int) -> np.ndarray:
         eta = np.full(n_rows, self.terms.intercept)
         for name, table in self._categorical:
-            # level_codes gives -1 for a level without a coefficient (the base level, or one
-            # the validation policy let through): the appended 0.0 sits at index -1.
-            coefficients = np.append(np.fromiter(table.values(), dtype=np.float64), 0.0)
-            eta += coefficients[level_codes(columns[name], list(table))]
+            eta += self._relativity_terms(columns[name], table)
         for name, coefficient in self._numeric:
             eta += coefficient * as_float(columns[name])
-        return np.exp(eta) if self._log else eta
+        if self._log:
+            np.exp(eta, out=eta)
+        return eta
+
+    @staticmethod
+    def _relativity_terms(column: Column, table: dict[str, float]) -> np.ndarray:
+        """Each row's coefficient: looked up once per distinct value, then one gather."""
+        if not isinstance(column, Factor):
+            column = Factor.of(np.asarray(column, dtype=object))
+        # level_codes gives -1 for a level without a coefficient (the base level, or one the
+        # validation policy let through): the appended 0.0 sits at index -1, and so does the
+        # null code of the column.
+        coefficients = np.append(np.fromiter(table.values(), dtype=np.float64), 0.0)
+        per_value = np.append(coefficients[level_codes(column.uniques, list(table))], 0.0)
+        terms: np.ndarray = per_value[column.codes]
+        return terms
+
+
+_exp = np.exp
 
 
 def terms_from_sklearn(model: Any) -> GLMTerms:

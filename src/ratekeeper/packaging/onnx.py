@@ -13,7 +13,9 @@ The converters run at registration; loading a package needs only onnxruntime.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,10 +60,11 @@ class OnnxPredictor:
 
         # One policy at a time runs best on one thread: ONNX Runtime's default pool spins a
         # thread per core, and several rating-server workers would fight over the cores. Whole
-        # books get a second, multi-threaded session, made on first use.
+        # books run the same single-threaded session on blocks of rows in parallel: a session
+        # with several threads splits the trees between them and sums a policy's trees in
+        # another order, so its price would differ from the quote's in the last float32 bits.
         self._model_bytes = model_bytes
         self._session = _session(model_bytes, threads=1)
-        self._batch_session: Any = None
         self._output = self._session.get_outputs()[0].name
         self.inputs = inputs
         self._input_names = [i.name for i in self._session.get_inputs()]
@@ -110,15 +113,46 @@ class OnnxPredictor:
                     feed[name] = np.asarray(values, dtype=object).reshape(-1, 1)
                 else:
                     feed[name] = as_float(column).astype(np.float32).reshape(-1, 1)
-        out = self._session_for(n_rows).run([self._output], feed)[0]
-        return np.asarray(out, dtype=np.float64).reshape(-1)
+        return self._run(feed, n_rows)
 
-    def _session_for(self, n_rows: int) -> Any:
-        if n_rows < BATCH_ROWS:
-            return self._session
-        if self._batch_session is None:
-            self._batch_session = _session(self._model_bytes, threads=0)  # 0: one per core
-        return self._batch_session
+    def _run(self, feed: dict[str, np.ndarray], n_rows: int) -> np.ndarray:
+        blocks = _blocks(n_rows)
+        if len(blocks) == 1:
+            out = self._session.run([self._output], feed)[0]
+            return np.asarray(out, dtype=np.float64).reshape(-1)
+
+        def run(block: slice) -> np.ndarray:
+            part = {name: values[block] for name, values in feed.items()}
+            return np.asarray(self._session.run([self._output], part)[0]).reshape(-1)
+
+        return np.concatenate(list(_pool().map(run, blocks))).astype(np.float64)
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="onnx")
+    return _POOL
+
+
+def _forget_pool() -> None:  # a forked child has none of its parent's threads
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _blocks(n_rows: int) -> list[slice]:
+    """One block below BATCH_ROWS rows; else one block per core (ONNX Runtime frees the GIL)."""
+    cores = os.cpu_count() or 1
+    if n_rows < BATCH_ROWS or cores == 1:
+        return [slice(0, n_rows)]
+    size = -(-n_rows // cores)
+    return [slice(start, min(start + size, n_rows)) for start in range(0, n_rows, size)]
 
 
 def _session(model_bytes: bytes, *, threads: int) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ratekeeper.artifacts import LocalBlobStore
+from ratekeeper.batch.scoring import BatchSummary
 from ratekeeper.engine.scorer import Scorer
 from ratekeeper.errors import (
     ConflictError,
@@ -262,7 +263,8 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         """
         target = Stage.parse(stage)
         with database.write_transaction(self.engine) as conn:
-            if policy_rules.registry_policy(conn) == policy_rules.GOVERNED and target in (
+            access = policy_rules.access(conn, self.user)  # the policy and roles, one query
+            if access.policy == policy_rules.GOVERNED and target in (
                 Stage.STAGING,
                 Stage.PRODUCTION,
             ):
@@ -270,7 +272,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
                     f"this registry is governed: {target.value} needs an approved promotion "
                     "request (request_promotion, then approve by a second person)"
                 )
-            policy_rules.authorize(conn, self.user, "archive")
+            access.require("archive")
             return lifecycle.move_stage(conn, self.user, name, version, target, comment)
 
     def rollback(self, name: str, *, comment: str | None = None) -> ModelVersion:
@@ -376,6 +378,30 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
     def load_model(self, uri: str) -> Scorer:
         version = self.resolve(uri)
         return Scorer(version, self.load_package(version))
+
+    def score_file(
+        self,
+        model_uri: str,
+        input: str | Path,
+        output: str | Path,
+        *,
+        rejects: str | Path | None = None,
+        chunk_rows: int | None = None,
+        progress: bool = False,
+        **options: Any,
+    ) -> BatchSummary:
+        """Reprice a Parquet or CSV book with a model; see ``ratekeeper.batch.score_file``."""
+        from ratekeeper.batch.scoring import CHUNK_ROWS, score_file
+
+        return score_file(
+            self.load_model(model_uri),
+            input,
+            output,
+            rejects=rejects,
+            chunk_rows=chunk_rows or CHUNK_ROWS,
+            progress=progress,
+            **options,
+        )
 
     def load_package(self, version: ModelVersion) -> Package:
         """The verified package of a version; an integrity error names the model and version."""
