@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 import ratekeeper as rk
@@ -157,3 +158,12 @@ def test_the_demo_registers_promotes_and_prices(capsys, tmp_path) -> None:
     folder = tmp_path / "demo" / "motor_frequency-v1"
     assert (folder / "tables" / "area.csv").exists()
     assert (folder / "validation-report-1.html").read_text().startswith("<!DOCTYPE html>")
+    # The renewal batch and the drift check on the demo's book.
+    assert "3,998 policies priced with version 1 into priced.parquet, 2 rejected" in out
+    rejected = pq.read_table(folder / "priced.rejects.parquet").to_pylist()
+    assert [r["row_number"] for r in rejected] == [0, 1]
+    assert "area: unseen_level" in rejected[0]["reasons"]
+    priced = pq.read_table(folder / "priced.parquet")
+    assert set(priced.column("model_version").to_pylist()) == {1}
+    assert "11. drift of the book one year on" in out
+    assert (folder / "drift-report.html").read_text().startswith("<!DOCTYPE html>")

@@ -212,12 +212,42 @@ def run_demo(registry: Registry, *, n_policies: int = 50_000, out: Path | None =
         f"9. the GLM's {len(written)} rating-factor tables (CSV) and the validation "
         f"report the Chief Actuary read: {folder}"
     )
+    reprice_and_monitor(registry, book, folder)
     check = registry.verify_audit()
     console.print(
-        f"10. audit trail: {check.checked} events, chain {'intact' if check.ok else 'BROKEN'}"
+        f"12. audit trail: {check.checked} events, chain {'intact' if check.ok else 'BROKEN'}"
     )
     console.print(
         f"done in {time.perf_counter() - started:.1f} s. Next: "
         f"`ratekeeper models show {MODEL}`, `ratekeeper requests list`, "
         f"`ratekeeper audit log --model {MODEL}`, `ratekeeper serve`"
+    )
+
+
+def reprice_and_monitor(registry: Registry, book: Any, folder: Path) -> None:
+    """The nightly renewal batch and the monthly drift check, on the demo's book."""
+    from ratekeeper.monitoring import drift
+    from ratekeeper.monitoring.report import render_drift_html
+
+    renewals = book.drop(columns=["claim_count", "gender"]).astype({"area": str})
+    renewals.loc[renewals.index[:2], ["area", "driver_age"]] = ["Z", 150]  # two bad rows
+    renewals.to_parquet(folder / "renewals.parquet", index=False)
+    summary = registry.score_file(
+        f"models:/{MODEL}/Production", folder / "renewals.parquet", folder / "priced.parquet"
+    )
+    console.print(
+        f"10. renewal repricing: {summary.rows_priced:,} policies priced with version "
+        f"{summary.version} into {summary.output.name}, {summary.rows_rejected} rejected with "
+        f"their reasons into {summary.rejects.name if summary.rejects else '-'}"
+    )
+    next_year = book.assign(
+        driver_age=(book["driver_age"] + 1).clip(upper=90),
+        vehicle_age=book["vehicle_age"] + 1,
+    )
+    report = drift(registry.load_model(f"models:/{MODEL}/Production"), next_year)
+    (folder / "drift-report.html").write_text(render_drift_html(report), encoding="utf-8")
+    moved = ", ".join(f"{d.name} {d.psi:.3f}" for d in report.factors if d.psi >= 0.01)
+    console.print(
+        f"11. drift of the book one year on vs the frozen reference profile: "
+        f"{report.status.upper()} (PSI {moved or 'all below 0.01'}); drift-report.html"
     )
