@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -113,7 +112,11 @@ def child(registry: str, uri: str, source: str, target: str) -> None:
     started = time.perf_counter()
     summary = score_file(scorer, source, target)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, the peak of this process's own memory since its exec. (ru_maxrss would not do: Linux
+    # carries the forking parent's RSS into it, and the parent holds the whole book in pandas.)
+    status = Path("/proc/self/status").read_text()
+    peak = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+    peak *= 1024
     print(json.dumps({"seconds": seconds, "rows": summary.rows_read, "peak_rss": peak}))
 
 
