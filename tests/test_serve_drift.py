@@ -14,13 +14,15 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 from tests.http_helpers import MODEL, make_registry, policies
 from tests.server_process import free_port, rating_server, request
 
 from ratekeeper.engine.drift_watcher import DriftGauges, DriftWatchConfig, DriftWatcher
 from ratekeeper.engine.ids import new_quote_id
-from ratekeeper.engine.ledger import LedgerConfig, recording
+from ratekeeper.engine.ledger import LedgerConfig, inputs_table, read_ledger, recording
+from ratekeeper.monitoring import drift
 
 
 @contextmanager
@@ -178,4 +180,26 @@ def test_too_few_quotes_are_not_judged(tmp_path) -> None:
     watcher = DriftWatcher(registry, DriftWatchConfig(ledger, min_quotes=100), gauges)
     assert watcher.check() == {}
     assert gauges.quotes.labels(MODEL, "1")._value.get() == 50
+    registry.close()
+
+
+def test_the_recorded_prices_give_the_prediction_psi_of_scoring_again(tmp_path) -> None:
+    registry, book = make_registry(tmp_path / "registry", n_policies=2000)
+    scorer = registry.load_model(f"models:/{MODEL}/1")
+    ledger = tmp_path / "ledger"
+    with recording(LedgerConfig(ledger)) as writer:
+        for policy in policies(book.sample(frac=1, random_state=5), 600):
+            price = scorer.predict_one(policy)
+            writer.record(
+                new_quote_id(), MODEL, 1, scorer.signature, "quote", "Production", policy, price
+            )
+    quotes = read_ledger(ledger)
+    rescored = drift(scorer, inputs_table(quotes))
+    recorded = drift(scorer.model_version, inputs_table(quotes), prices=quotes["prediction"])
+    assert recorded.prediction is not None and rescored.prediction is not None
+    assert recorded.prediction.psi == pytest.approx(rescored.prediction.psi, rel=1e-9)
+    assert recorded.prediction.stability.actual == pytest.approx(
+        rescored.prediction.stability.actual, rel=1e-9
+    )
+    assert [f.psi for f in recorded.factors] == [f.psi for f in rescored.factors]
     registry.close()

@@ -9,12 +9,15 @@ frozen reference profile (``ratekeeper.monitoring.drift``: the same bins, exposu
     ratekeeper_drift_status{model, version}           0 stable, 1 warn, 2 alert (worst band)
     ratekeeper_drift_quotes{model, version}           quotes in the window
 
-A window with fewer than ``min_quotes`` quotes is not judged (PSI on a handful of policies is
+The prediction's PSI uses the prices the ledger recorded (divided by the exposure): the watcher
+never scores a policy again and loads no model. A window with fewer than ``min_quotes`` quotes is
+not judged (PSI on a handful of policies is
 noise). When a version's status changes (stable → warn → alert, or back), the watcher POSTs a JSON
 alert to the webhook, if one is configured; a failed POST is retried at the next interval.
 
-With several workers the watcher runs in a process of its own beside them (one PSI computation
-and one alert per change, whatever the number of workers); with one worker, in a thread of it.
+With several workers the watcher runs in a process of its own beside them, at a lower CPU
+priority (one PSI computation and one alert per change, whatever the number of workers); with
+one worker, in a thread of it.
 """
 
 from __future__ import annotations
@@ -32,10 +35,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ratekeeper.engine.ledger import inputs_table, read_ledger
-from ratekeeper.engine.scorer import Scorer
 from ratekeeper.errors import NotFoundError, RatekeeperError
 from ratekeeper.monitoring.drift import BAND_ORDER, STABLE, Bands, drift
-from ratekeeper.registry.entities import Stage
+from ratekeeper.registry.entities import ModelVersion, Stage
 from ratekeeper.registry.registry import Registry
 
 log = logging.getLogger("ratekeeper.drift")
@@ -99,7 +101,7 @@ class DriftWatcher:
         self.models = models
         self.statuses: dict[tuple[str, int], str] = {}
         """The last status posted (or, without a webhook, seen) per model version."""
-        self._scorers: dict[tuple[str, int], Scorer] = {}
+        self._versions: dict[tuple[str, int], ModelVersion] = {}
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.config.interval):
@@ -123,11 +125,14 @@ class DriftWatcher:
             if quotes.num_rows < self.config.min_quotes:
                 continue
             try:
-                scorer = self._scorers.get((name, version))
-                if scorer is None:
-                    scorer = self.registry.load_model(f"models:/{name}/{version}")
-                    self._scorers = {(name, version): scorer, **self._scorers}
-                report = drift(scorer, inputs_table(quotes), bands=self.config.bands)
+                # The ledger holds the prices given: the prediction's PSI uses them, so the
+                # watcher scores nothing again (and needs no model loaded).
+                report = drift(
+                    self._version(name, version),
+                    inputs_table(quotes),
+                    prices=quotes.column("prediction"),
+                    bands=self.config.bands,
+                )
             except RatekeeperError as exc:
                 log.warning("drift of %s v%d: %s", name, version, exc.message)
                 continue
@@ -137,6 +142,12 @@ class DriftWatcher:
             judged[(name, version)] = report.status
             self._notify(name, version, report.status, report.to_dict(), now)
         return judged
+
+    def _version(self, name: str, version: int) -> ModelVersion:
+        found = self._versions.get((name, version))
+        if found is None:
+            found = self._versions[(name, version)] = self.registry.get_version(name, version)
+        return found
 
     def _served(self) -> list[tuple[str, int]]:
         """The Production versions (of the served models): what the champion priced."""

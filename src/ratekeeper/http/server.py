@@ -141,6 +141,7 @@ def run_drift_watcher(config: ServeConfig) -> None:
 
     assert config.app.drift is not None
     _configure_logging(config.log_level)
+    os.nice(10)  # the workers answering quotes come first; a drift check can wait a moment
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())

@@ -167,13 +167,16 @@ def drift(
     *,
     exposure: str | None = None,
     bands: Bands | None = None,
+    prices: Any = None,
 ) -> DriftReport:
     """PSI per rating factor and for the prediction of ``data`` against the version's profile.
 
     ``data`` is a pandas DataFrame or a pyarrow Table holding the rating factors under their
     signature names. ``exposure`` names the exposure column when it differs from the
     signature's. Given a ``ModelVersion`` rather than a ``Scorer``, only the factors are
-    compared (nothing can score the prediction).
+    compared (nothing can score the prediction) — unless ``prices`` gives the prices these rows
+    were already given (exposure included, e.g. the quote ledger's ``prediction``): then the
+    prediction's PSI uses them, every row counting, and nothing is scored again.
     """
     bands = bands or Bands()
     version = (
@@ -209,7 +212,11 @@ def drift(
         result = stability(reference, sums, size)
         band = bands.band(result.psi)
         results.append(FactorDrift(name, kind, band, n_weighted, size, total, result))
-    if isinstance(scorer_or_version, Scorer):
+    if prices is not None:
+        prediction, excluded, reasons = _recorded_prediction_drift(
+            version, table, prices, exposure, weights, bands
+        )
+    elif isinstance(scorer_or_version, Scorer):
         prediction, excluded, reasons = _prediction_drift(
             scorer_or_version, table, exposure, weights, bands, notes
         )
@@ -245,6 +252,29 @@ def _weights(table: pa.Table, exposure: str | None, notes: list[str]) -> np.ndar
         )
         values = np.where(bad, 0.0, values)
     return values
+
+
+def _recorded_prediction_drift(
+    version: ModelVersion,
+    table: pa.Table,
+    prices: Any,
+    exposure: str | None,
+    weights: np.ndarray | None,
+    bands: Bands,
+) -> tuple[FactorDrift | None, int, dict[str, int]]:
+    """The PSI of the rate (price per unit of exposure) of rows that were priced already."""
+    priced = np.asarray(prices, dtype=np.float64)
+    if len(priced) != table.num_rows:
+        raise InvalidInputError(f"{len(priced):,} prices for {table.num_rows:,} rows")
+    rate = priced / float_column(table, exposure) if exposure is not None else priced
+    size = effective_size(weights) if weights is not None else float(len(rate))
+    total = float(weights.sum()) if weights is not None else float(len(rate))
+    reference = version.profile.prediction
+    result = stability(reference, numeric_bin_sums(reference.edges, rate, weights), size)
+    drift = FactorDrift(
+        PREDICTION, PREDICTION, bands.band(result.psi), len(rate), size, total, result
+    )
+    return drift, 0, {}
 
 
 def _prediction_drift(
