@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -48,6 +49,8 @@ class AppConfig:
     max_policies: int = 1000
     max_holdout_bytes: int = 50_000_000
     multiprocess_metrics: bool = False
+    freeze_after_load: bool = False
+    """``gc.freeze()`` after loading models (the server does; see http/server.py)."""
     ledger: LedgerConfig | None = None
     """Record every price in the quote ledger (``None``: no ledger)."""
     drift: DriftWatchConfig | None = None
@@ -61,6 +64,8 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
     def swapped(name: str, slot: str, version: int) -> None:
         metrics.swaps.labels(name, slot).inc()
         metrics.served_version.labels(name, slot).set(version)
+        if config.freeze_after_load:
+            gc.freeze()  # the new model lives as long as the slot: out of the full GC passes
 
     def failed(failure: LoadFailure) -> None:
         metrics.load_failures.labels(failure.name, str(failure.version)).inc()

@@ -12,6 +12,7 @@ prometheus_client's multiprocess mode.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -116,8 +117,15 @@ def run_worker(config: ServeConfig, multiprocess: bool) -> None:
 
     _configure_logging(config.log_level)
     registry = Registry(config.registry_uri, artifacts=config.artifacts, settings=config.settings)
-    app = create_app(registry, replace(config.app, multiprocess_metrics=multiprocess))
+    app = create_app(
+        registry,
+        replace(config.app, multiprocess_metrics=multiprocess, freeze_after_load=True),
+    )
     app.state.load_models()  # before listening: a worker takes connections only once loaded
+    # Everything loaded so far lives as long as the worker: keep it out of the collector's full
+    # passes, which would otherwise walk every object of the models and libraries and pause the
+    # event loop for tens of milliseconds now and then (the ledger's queued quotes trigger them).
+    gc.freeze()
     sock = listening_socket(config.host, config.port)
     server = uvicorn.Server(
         uvicorn.Config(
