@@ -65,7 +65,10 @@ def older_drivers(book: Any, n: int) -> list[dict[str, Any]]:
     return [{**p, "driver_age": 80} for p in policies(book.sample(frac=1, random_state=3), n)]
 
 
-def test_the_server_exports_live_psi_and_posts_an_alert_when_the_book_drifts(tmp_path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_server_exports_live_psi_and_posts_an_alert_when_the_book_drifts(
+    tmp_path, workers
+) -> None:
     registry, book = make_registry(tmp_path / "registry", n_policies=3000)
     registry.close()
     with (
@@ -78,7 +81,7 @@ def test_the_server_exports_live_psi_and_posts_an_alert_when_the_book_drifts(tmp
             "300",
             "--alert-webhook",
             hook,
-            workers=2,
+            workers=workers,
         ) as port,
     ):
         like_training = policies(book, 1000)

@@ -109,7 +109,9 @@ def serve(
     log_level: str,
 ) -> None:
     """Start the rating engine: quotes over HTTP, following the registry's promotions."""
-    if workers > 1:  # before anything imports prometheus_client
+    # Several processes (workers, the drift watcher) share metrics through a folder, which must be
+    # set before anything imports prometheus_client.
+    if workers > 1 or (not no_ledger and drift_interval > 0):
         from ratekeeper.http.multiprocess import prepare_multiprocess_metrics
 
         prepare_multiprocess_metrics()

@@ -15,9 +15,10 @@ not judged (PSI on a handful of policies is
 noise). When a version's status changes (stable → warn → alert, or back), the watcher POSTs a JSON
 alert to the webhook, if one is configured; a failed POST is retried at the next interval.
 
-With several workers the watcher runs in a process of its own beside them, at a lower CPU
-priority (one PSI computation and one alert per change, whatever the number of workers); with
-one worker, in a thread of it.
+The watcher runs in a process of its own beside the workers, at a lower CPU priority: one PSI
+computation and one alert per change whatever the number of workers, and no work in the
+processes that answer quotes. Its gauges reach ``/metrics`` through Prometheus' multiprocess
+folder.
 """
 
 from __future__ import annotations
@@ -204,18 +205,3 @@ def post_json(url: str, body: dict[str, Any], timeout: float) -> bool:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         log.error("cannot post the drift alert to %s: %s", url, exc)
         return False
-
-
-def run_in_thread(
-    registry: Registry,
-    config: DriftWatchConfig,
-    gauges: DriftGauges,
-    models: list[str] | None,
-    stop: threading.Event,
-) -> threading.Thread:
-    watcher = DriftWatcher(registry, config, gauges, models)
-    thread = threading.Thread(
-        target=watcher.run, args=(stop,), name="ratekeeper-drift", daemon=True
-    )
-    thread.start()
-    return thread

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ratekeeper.engine.deployments import Deployments, LoadFailure
-from ratekeeper.engine.drift_watcher import DriftGauges, DriftWatchConfig, run_in_thread
+from ratekeeper.engine.drift_watcher import DriftWatchConfig
 from ratekeeper.engine.ids import new_quote_id
 from ratekeeper.engine.ledger import LedgerConfig, QuoteLedger
 from ratekeeper.errors import InvalidInputError, Problem, RatekeeperError
@@ -54,7 +54,7 @@ class AppConfig:
     ledger: LedgerConfig | None = None
     """Record every price in the quote ledger (``None``: no ledger)."""
     drift: DriftWatchConfig | None = None
-    """Watch the ledger's drift; in this process unless the server runs it in its own."""
+    """Watch the ledger's drift: ``ratekeeper serve`` runs the watcher in a process of its own."""
 
 
 def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
@@ -83,9 +83,6 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         deployments.watch(config.poll_interval, stop)
         if ledger is not None:
             ledger.start()  # here, in the serving process: its thread must not cross a fork
-        if config.drift is not None and not config.multiprocess_metrics:
-            gauges = DriftGauges(metrics.registry, multiprocess=False)
-            run_in_thread(registry, config.drift, gauges, config.models, stop)
         yield
         stop.set()
         if ledger is not None:

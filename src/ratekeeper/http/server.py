@@ -46,7 +46,7 @@ def serve(config: ServeConfig) -> None:
     _configure_logging(config.log_level)
     port = config.port or _free_port(config.host)
     config = replace(config, port=port)
-    if config.workers <= 1:
+    if config.workers <= 1 and config.app.drift is None:
         log.info("ratekeeper rating engine on http://%s:%d (1 worker)", config.host, port)
         run_worker(config, multiprocess=False)
         return
