@@ -75,11 +75,12 @@ class Plan:
     ready_runs: int = 5
     mlflow_ready_runs: int = 2
     locust_seconds: int = 15
+    ledger_rounds: int = 5  # 1,000/s runs of the ledger on/off pair: their median p99 is compared
 
     @classmethod
     def quick(cls) -> Plan:
         return cls(cell_seconds=2.0, rounds=1, rate_seconds=3.0, warmup_seconds=1.0, ready_runs=2,
-                   mlflow_ready_runs=1, locust_seconds=0)
+                   mlflow_ready_runs=1, locust_seconds=0, ledger_rounds=1)
 
 
 @dataclass
@@ -101,6 +102,7 @@ class ServerRun:
     open: dict[int, Any] = field(default_factory=dict)  # rate -> openloop.OpenLoopResult
     cpu: dict[int, list[float]] = field(default_factory=dict)  # concurrency -> per-process cores
     others: list[float] = field(default_factory=list)  # machine share used by other processes
+    p99_at_1000: list[float | None] = field(default_factory=list)  # every 1,000/s run's p99
     failed: str | None = None
 
 
@@ -518,12 +520,30 @@ def bench_servers(setup: Setup, schedule: list[tuple[str, int, tuple[int, ...]]]
             for live in lives:
                 if rate in rates[(live.run.kind, live.run.workers)]:
                     guarded(live, f"{rate}/s", offered, rate, plan.rate_seconds)
+        # One 10 s run's p99 is its 100 slowest requests: too few to tell the ledger's cost from
+        # the machine's noise. The pair runs again, alternately, and the medians are compared.
+        pair = [live for live in lives if live.run.kind.startswith("ratekeeper")
+                and live.run.workers == 2]
+        for round_ in range(1, plan.ledger_rounds if len(pair) == 2 else 1):
+            for live in pair:
+                guarded(live, f"1000/s, ledger round {round_ + 1}", offered_again, 1000,
+                        plan.rate_seconds)
     return [live.run for live in lives]
+
+
+def offered_again(live: Live, rate: int, seconds: float) -> None:
+    result = open_loop(live.url, live.bodies, rate, seconds)
+    live.run.p99_at_1000.append(result.latency_ms["p99"])
+    say(f"{live.run.label}: offered {rate}/s again: p99 {result.latency_ms['p99']} ms")
+    assert live.server is not None
+    wait_settled(live.server, 1)
 
 
 def offered(live: Live, rate: int, seconds: float) -> None:
     result = open_loop(live.url, live.bodies, rate, seconds)
     live.run.open[rate] = result
+    if rate == 1000:
+        live.run.p99_at_1000.append(result.latency_ms["p99"])
     say(f"{live.run.label}: offered {rate}/s: p50 {result.latency_ms['p50']} ms, "
         f"p99 {result.latency_ms['p99']} ms, errors {result.error_count}")
     assert live.server is not None
@@ -625,14 +645,16 @@ def targets_table(runs: list[ServerRun], ready: dict[str, tuple[list[float], lis
                          f"quotes/s, {workers} worker{'s' * (workers > 1)} | p99 {fmt_ms(p99)} "
                          f"ms, {r.error_count:,} errors | {verdict(ok)} |")
     with_ledger, without = find(runs, "ratekeeper", 2), find(runs, "ratekeeper-noledger", 2)
-    if with_ledger and without and 1000 in with_ledger.open and 1000 in without.open:
-        on, off = with_ledger.open[1000].latency_ms["p99"], without.open[1000].latency_ms["p99"]
-        if on is not None and off is not None:
-            rise = on / off - 1
-            lines.append(f"| quote ledger raises the p99 at 1,000 quotes/s by ≤ "
-                         f"{TARGETS['ledger_p99_rise']:.0%} (2 workers) | {fmt_ms(on)} ms with, "
-                         f"{fmt_ms(off)} ms without = {rise:+.0%} | "
-                         f"{verdict(rise <= TARGETS['ledger_p99_rise'])} |")
+    if with_ledger and without and with_ledger.p99_at_1000 and without.p99_at_1000:
+        on, off = median_p99(with_ledger.p99_at_1000), median_p99(without.p99_at_1000)
+        rounds = min(len(with_ledger.p99_at_1000), len(without.p99_at_1000))
+        rise = on / off - 1
+        lines.append(f"| quote ledger raises the p99 at 1,000 quotes/s by ≤ "
+                     f"{TARGETS['ledger_p99_rise']:.0%} (2 workers; median of {rounds} "
+                     f"alternating runs) | {fmt_ms(on)} ms with, {fmt_ms(off)} ms without = "
+                     f"{rise:+.0%} (runs: {fmt_runs(with_ledger.p99_at_1000)} with, "
+                     f"{fmt_runs(without.p99_at_1000)} without) | "
+                     f"{verdict(rise <= TARGETS['ledger_p99_rise'])} |")
     for name, (first, every) in ready.items():
         if name.startswith("ratekeeper") and first:
             times = every or first
@@ -641,6 +663,15 @@ def targets_table(runs: list[ServerRun], ready: dict[str, tuple[list[float], lis
                          f"worker) | median {statistics.median(times):.2f} s, max {worst:.2f} s"
                          f" | {verdict(worst <= TARGETS['ready_s'])} |")
     return lines
+
+
+def median_p99(values: list[float | None]) -> float:
+    """A failed run (None) counts as infinitely slow."""
+    return statistics.median(math.inf if v is None else v for v in values)
+
+
+def fmt_runs(values: list[float | None]) -> str:
+    return ", ".join(fmt_ms(v) for v in values)
 
 
 def ready_table(ready: dict[str, tuple[list[float], list[float]]]) -> list[str]:
