@@ -545,9 +545,13 @@ class Bench:
         # Each repetition times ratekeeper and the raw call back to back: the median of those
         # paired ratios cancels most of the machine's drift (ONNX Runtime's time varies a lot).
         ratio = median([raw_s / ours_s for ours_s, raw_s in zip(*times[:2], strict=True)])
+        # A GLM's "raw call" here is a product on a matrix already one-hot encoded: the rows a
+        # user has carry strings, so the target applies to encode + multiply (the next row).
+        # For ONNX the raw call takes the same numbers ratekeeper gets: the target applies here.
         row = Row(f"predict {key.upper()}, {len(big):,} rows (DataFrame)", str(n), fmt_rate(ours),
-                  raw=fmt_rate(theirs_raw), ratio=f"{ratio:.2f}× raw", target="≥ 0.9× raw",
-                  met=ratio >= 0.9)
+                  raw=fmt_rate(theirs_raw), ratio=f"{ratio:.2f}× raw",
+                  target="(pre-encoded: reference)" if fair is not None else "≥ 0.9× raw",
+                  met=None if fair is not None else ratio >= 0.9)
         self.notes.append(f"predict {key.upper()} {len(big):,} rows: ratekeeper "
                           f"{fmt_s(median(times[0]))}, raw call {fmt_s(median(times[1]))} "
                           f"(ratio: median of {n} back-to-back pairs); "
@@ -575,7 +579,7 @@ class Bench:
         self.rows.append(Row(
             f"predict {key.upper()}, {len(big):,} rows vs encode + multiply", str(n),
             fmt_rate(ours), raw=fmt_rate(fair), ratio=f"{ratio:.2f}× encode + multiply",
-            target="(report)",
+            target="≥ 0.9× raw", met=ratio >= 0.9,
         ))
         self.notes.append(
             f"predict {key.upper()} {len(big):,} rows vs encode + multiply (pd.Categorical codes "
