@@ -276,8 +276,11 @@ def seal(path: Path) -> Path | None:
     return target if table.num_rows else None
 
 
-def read_stream_segment(path: Path) -> pa.Table:
-    """Every complete record batch of a stream segment (a crash may have cut off the last)."""
+def read_stream_segment(path: Path, *, live: bool = False) -> pa.Table:
+    """Every complete record batch of a stream segment (a crash may have cut off the last).
+
+    ``live``: the segment may be being written right now, so a partial last batch is normal.
+    """
     batches: list[pa.RecordBatch] = []
     schema = None
     with pa.OSFile(str(path), "rb") as source:
@@ -292,9 +295,8 @@ def read_stream_segment(path: Path) -> pa.Table:
             except StopIteration:
                 break
             except (pa.ArrowInvalid, OSError):
-                log.warning(
-                    "ledger segment %s ends in a partial batch (crash); kept the rest", path
-                )
+                if not live:
+                    log.warning("ledger segment %s ends in a partial batch; kept the rest", path)
                 break
     return pa.Table.from_batches(batches, schema=schema)
 
@@ -434,7 +436,7 @@ def _segment_files(
 def _read_segment(path: Path) -> pa.Table:
     try:
         if path.suffix == OPEN_SUFFIX:
-            return read_stream_segment(path)
+            return read_stream_segment(path, live=True)
         return pq.read_table(path)
     except FileNotFoundError:  # sealed (open → Parquet) while we listed the folder
         sealed = path.with_suffix(CLOSED_SUFFIX)
