@@ -43,3 +43,14 @@ def policies(book: Any, n: int) -> list[dict[str, Any]]:
     return [
         {k: (str(v) if k in ("area", "fuel", "cover") else v) for k, v in r.items()} for r in rows
     ]
+
+
+def glm_and_gbm(folder: Path, n_policies: int = 3000, seed: int = 8) -> tuple[rk.Registry, Any]:
+    """An open registry with version 1 a GLM and version 2 a 30-tree GBM of MODEL, no stages."""
+    book = motor_portfolio(n_policies, seed=seed)
+    registry = rk.Registry(folder, user="m", policy="open")
+    for model in (train_glm(book), train_gbm(book, n_trees=30)):
+        registry.register_model(
+            model, MODEL, training_data=book, exposure="exposure", id_column="policy_id"
+        )
+    return registry, book

@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tests.http_helpers import glm_and_gbm
 
 import ratekeeper as rk
 from ratekeeper.cli.main import main
-from ratekeeper.demo import train_gbm, train_glm
 from ratekeeper.synthetic import motor_portfolio
 
 MODEL = "motor_frequency"
@@ -23,18 +23,7 @@ STRINGS = ("area", "fuel", "cover", "gender")
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> rk.Registry:
-    book = motor_portfolio(3000, seed=8)
-    registry = rk.Registry(tmp_path_factory.mktemp("batch") / "registry", user="m", policy="open")
-    registry.register_model(
-        train_glm(book), MODEL, training_data=book, exposure="exposure", id_column="policy_id"
-    )
-    registry.register_model(
-        train_gbm(book, n_trees=30),
-        MODEL,
-        training_data=book,
-        exposure="exposure",
-        id_column="policy_id",
-    )
+    registry, _ = glm_and_gbm(tmp_path_factory.mktemp("batch") / "registry")
     return registry
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from tests.http_helpers import glm_and_gbm
 
 import ratekeeper as rk
-from ratekeeper.demo import train_gbm, train_glm
 from ratekeeper.synthetic import motor_portfolio
 
 pytest.importorskip("pyspark")
@@ -47,18 +47,7 @@ def spark() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[rk.Registry, Any]:
-    book = motor_portfolio(3000, seed=8)
-    registry = rk.Registry(tmp_path_factory.mktemp("spark") / "registry", user="m", policy="open")
-    registry.register_model(
-        train_glm(book), MODEL, training_data=book, exposure="exposure", id_column="policy_id"
-    )
-    registry.register_model(
-        train_gbm(book, n_trees=30),
-        MODEL,
-        training_data=book,
-        exposure="exposure",
-        id_column="policy_id",
-    )
+    registry, book = glm_and_gbm(tmp_path_factory.mktemp("spark") / "registry")
     registry.transition_stage(MODEL, 1, "Production")
     return registry, book
 
