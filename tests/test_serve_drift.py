@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,6 +59,16 @@ def gauge(metrics: str, name: str, **labels: str) -> float | None:
         if all(found.get(k) == v for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def record_quotes(ledger: Path, scorer: Any, quoted: list[dict[str, Any]]) -> None:
+    """Price each policy with ``scorer`` and record it in the ledger, as the server would."""
+    with recording(LedgerConfig(ledger)) as writer:
+        for policy in quoted:
+            price = scorer.predict_one(policy)
+            writer.record(
+                new_quote_id(), MODEL, 1, scorer.signature, "quote", "Production", policy, price
+            )
 
 
 def older_drivers(book: Any, n: int) -> list[dict[str, Any]]:
@@ -147,12 +158,7 @@ def test_a_failed_webhook_is_retried_at_the_next_check(tmp_path) -> None:
     registry, book = make_registry(tmp_path / "registry", n_policies=2000)
     scorer = registry.load_model(f"models:/{MODEL}/1")
     ledger = tmp_path / "ledger"
-    with recording(LedgerConfig(ledger)) as writer:
-        for policy in older_drivers(book, 400):
-            price = scorer.predict_one(policy)
-            writer.record(
-                new_quote_id(), MODEL, 1, scorer.signature, "quote", "Production", policy, price
-            )
+    record_quotes(ledger, scorer, older_drivers(book, 400))
     port = free_port()  # nothing listens there yet
     config = DriftWatchConfig(
         ledger, window=timedelta(hours=1), min_quotes=100, webhook=f"http://127.0.0.1:{port}/h"
@@ -174,11 +180,7 @@ def test_too_few_quotes_are_not_judged(tmp_path) -> None:
     registry, book = make_registry(tmp_path / "registry", n_policies=2000)
     scorer = registry.load_model(f"models:/{MODEL}/1")
     ledger = tmp_path / "ledger"
-    with recording(LedgerConfig(ledger)) as writer:
-        for policy in older_drivers(book, 50):
-            writer.record(
-                new_quote_id(), MODEL, 1, scorer.signature, "quote", "Production", policy, 1.0
-            )
+    record_quotes(ledger, scorer, older_drivers(book, 50))
     gauges = DriftGauges(CollectorRegistry(), multiprocess=False)
     watcher = DriftWatcher(registry, DriftWatchConfig(ledger, min_quotes=100), gauges)
     assert watcher.check() == {}
@@ -190,12 +192,7 @@ def test_the_recorded_prices_give_the_prediction_psi_of_scoring_again(tmp_path) 
     registry, book = make_registry(tmp_path / "registry", n_policies=2000)
     scorer = registry.load_model(f"models:/{MODEL}/1")
     ledger = tmp_path / "ledger"
-    with recording(LedgerConfig(ledger)) as writer:
-        for policy in policies(book.sample(frac=1, random_state=5), 600):
-            price = scorer.predict_one(policy)
-            writer.record(
-                new_quote_id(), MODEL, 1, scorer.signature, "quote", "Production", policy, price
-            )
+    record_quotes(ledger, scorer, policies(book.sample(frac=1, random_state=5), 600))
     quotes = read_ledger(ledger)
     rescored = drift(scorer, inputs_table(quotes))
     recorded = drift(scorer.model_version, inputs_table(quotes), prices=quotes["prediction"])
