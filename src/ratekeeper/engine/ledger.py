@@ -41,8 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ratekeeper.engine.ids import _ALPHABET
 from ratekeeper.errors import InvalidInputError, NotFoundError
@@ -268,6 +266,8 @@ def seal(path: Path) -> Path | None:
     target = path.with_suffix(CLOSED_SUFFIX)
     if table.num_rows:
         partial = path.with_suffix(f".{os.getpid()}.tmp")
+        import pyarrow.parquet as pq  # here, not at import: it is not on a server's start path
+
         pq.write_table(table, partial, compression="zstd")
         with open(partial, "rb") as handle:
             os.fsync(handle.fileno())
@@ -343,6 +343,8 @@ def read_ledger(
     if not tables:
         return pa.table({})
     table = pa.concat_tables(tables, promote_options="permissive")
+    import pyarrow.compute as pc
+
     if since is not None:
         table = table.filter(pc.greater_equal(table["quoted_at"], _timestamp(since)))
     if until is not None:
@@ -360,6 +362,8 @@ def inputs_table(quotes: pa.Table) -> pa.Table:
 
 def find_quote(root: Path, quote_id: str) -> dict[str, Any]:
     """One recorded quote, found through the day its time-ordered id carries."""
+    import pyarrow.compute as pc
+
     quoted = quote_time(quote_id)
     for path in _segment_files(root, None, None, quoted, None, last=quoted):
         table = _read_segment(path)
@@ -434,6 +438,8 @@ def _segment_files(
 
 
 def _read_segment(path: Path) -> pa.Table:
+    import pyarrow.parquet as pq
+
     try:
         if path.suffix == OPEN_SUFFIX:
             return read_stream_segment(path, live=True)

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,7 +18,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ratekeeper.engine.deployments import Deployments, LoadFailure
-from ratekeeper.engine.drift_watcher import DriftWatchConfig
 from ratekeeper.engine.ids import new_quote_id
 from ratekeeper.engine.ledger import LedgerConfig, QuoteLedger
 from ratekeeper.errors import InvalidInputError, Problem, RatekeeperError
@@ -33,6 +32,9 @@ from ratekeeper.http.governance_routes import TokenAuth, add_governance_routes
 from ratekeeper.http.metrics import Metrics
 from ratekeeper.packaging.signature import problems_error
 from ratekeeper.registry.registry import Registry
+
+if TYPE_CHECKING:  # the watcher runs in its own process; a worker never imports it
+    from ratekeeper.engine.drift_watcher import DriftWatchConfig
 
 log = logging.getLogger("ratekeeper.http")
 
