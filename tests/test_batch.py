@@ -140,6 +140,17 @@ def test_a_failed_run_keeps_the_previous_output(registry, tmp_path) -> None:
     assert target.read_bytes() == b"yesterday's prices"
 
 
+def test_a_bad_cell_deep_in_a_csv_stops_the_run_and_writes_nothing(registry, tmp_path) -> None:
+    """The chunk after next is read while this one is written: its error still stops the run."""
+    book = motor_portfolio(60_000, seed=4)
+    book["driver_age"] = book["driver_age"].astype(object)
+    book.loc[50_000, "driver_age"] = "forty"
+    source = write(book, tmp_path / "book.csv")
+    with pytest.raises(rk.InvalidInputError, match=r"book\.csv: .*must hold numbers only"):
+        registry.score_file(GLM, source, tmp_path / "priced.csv", chunk_rows=4096)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["book.csv"]
+
+
 def test_bad_arguments_are_named(registry, tmp_path) -> None:
     source = write(motor_portfolio(10), tmp_path / "book.parquet")
     with pytest.raises(rk.InvalidInputError, match="must not overwrite the input"):

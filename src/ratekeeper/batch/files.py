@@ -115,9 +115,11 @@ def _csv_batches(path: Path, reader: Any) -> Iterator[Any]:
 class BookWriter:
     """Writes batches to a temporary file; ``commit`` renames it to the target."""
 
-    def __init__(self, target: Path, kind: str, schema: Any) -> None:
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
+    def __init__(
+        self, target: Path, kind: str, schema: Any, *, distinct: tuple[str, ...] = ()
+    ) -> None:
+        """``distinct`` names columns whose values are mostly all different (prices): Parquet
+        writes them plainly instead of first trying a dictionary of their values."""
 
         if not target.parent.is_dir():
             raise InvalidInputError(f"the output folder {target.parent} does not exist")
@@ -126,8 +128,15 @@ class BookWriter:
         self._temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
         self._writer: Any
         if kind == "parquet":
-            self._writer = pq.ParquetWriter(self._temporary, schema, compression="zstd")
+            import pyarrow.parquet as pq
+
+            dictionary = [name for name in schema.names if name not in distinct]
+            self._writer = pq.ParquetWriter(
+                self._temporary, schema, compression="zstd", use_dictionary=dictionary
+            )
         else:
+            import pyarrow.csv as pacsv
+
             self._writer = pacsv.CSVWriter(self._temporary, schema)
 
     def write(self, batch: Any) -> None:

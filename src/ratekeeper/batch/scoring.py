@@ -145,7 +145,7 @@ def score_file(
     book = open_book(source, in_kind, scorer.signature, chunk_rows)
     run = _Run(scorer, book, datetime.now(UTC), max_rejects)
     started = time.perf_counter()
-    output_writer = BookWriter(target, out_kind, run.output_schema)
+    output_writer = BookWriter(target, out_kind, run.output_schema, distinct=("prediction",))
     rejects_writer: BookWriter | None = None
     try:
         if rejects is not None:
@@ -210,12 +210,20 @@ class _Run:
     def chunks(self, workers: int) -> Iterator[tuple[Any, Any]]:
         """(priced rows, rejected rows) per input chunk, in input order."""
         pending: deque[Future[tuple[Any, Any]]] = deque()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score") as pool:
+        batches = iter(self.book.batches)
+        with (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score") as pool,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="read") as reader,
+        ):
             try:
-                for batch in self.book.batches:
+                # The next chunk is read while this thread writes: reading, pricing and writing
+                # overlap, and at most workers + 2 chunks are in memory.
+                upcoming = reader.submit(next, batches, None)
+                while (batch := upcoming.result()) is not None:
+                    upcoming = reader.submit(next, batches, None)
                     pending.append(pool.submit(self._score, batch, self.rows_read))
                     self.rows_read += batch.num_rows
-                    while len(pending) > workers:
+                    while pending and (len(pending) > workers or pending[0].done()):
                         yield self._collect(pending.popleft())
                 while pending:
                     yield self._collect(pending.popleft())

@@ -85,15 +85,19 @@ def as_float(column: Column) -> np.ndarray:
     return np.asarray(column, dtype=np.float64)
 
 
-def level_codes(column: Column, levels: Sequence[str]) -> np.ndarray:
-    """For each row, the index of its value in ``levels``; -1 for nulls and unknown values."""
-    import pandas as pd
+def level_codes(column: Column | np.ndarray, levels: Sequence[str]) -> np.ndarray:
+    """For each row, the index of its value in ``levels``; -1 for nulls and unknown values.
 
+    Values are matched by their text (``str``), once per distinct value of a ``Factor``."""
     if not isinstance(column, Factor):
         column = Factor.of(np.asarray(column, dtype=object))
-    names = [u if isinstance(u, str) else str(u) for u in column.uniques]
-    lookup = np.append(pd.Index(list(levels), dtype=object).get_indexer(names), -1)
-    codes: np.ndarray = lookup[column.codes]
+    position = {level: index for index, level in enumerate(levels)}
+    lookup = np.fromiter(
+        (position.get(u if isinstance(u, str) else str(u), -1) for u in column.uniques),
+        dtype=np.int64,
+        count=len(column.uniques),
+    )
+    codes: np.ndarray = np.append(lookup, -1)[column.codes]
     return codes
 
 
@@ -124,12 +128,13 @@ def _from_arrow(table: Any) -> tuple[Columns, int]:
     everything else dictionary-encoded by Arrow (free when the reader already did it)."""
     import pyarrow as pa
 
-    if isinstance(table, pa.RecordBatch):
-        table = pa.Table.from_batches([table])
-    if not isinstance(table, pa.Table):
+    if not isinstance(table, (pa.Table, pa.RecordBatch)):
         raise InvalidInputError(f"cannot score a {type(table).__name__}: pass a pyarrow Table")
     columns: Columns = {}
     for name, column in zip(table.column_names, table.columns, strict=True):
+        if isinstance(column, pa.ChunkedArray):
+            # One array per column: ChunkedArray.to_numpy goes through pandas.
+            column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
         kind = column.type
         if pa.types.is_dictionary(kind):
             kind = kind.value_type
@@ -163,15 +168,7 @@ def _arrow_factor(column: Any) -> Factor:
             column = pc.dictionary_encode(column)
         except pa.ArrowNotImplementedError:  # nested values: let pandas factorize them
             return Factor.of(column.to_pandas())
-    if isinstance(column, pa.ChunkedArray):
-        column = column.unify_dictionaries() if column.num_chunks > 1 else column
-        chunks = column.chunks
-        if not chunks:
-            return Factor(np.empty(0, dtype=np.int64), np.empty(0, dtype=object))
-        dictionary = chunks[0].dictionary
-        indices = pa.chunked_array([c.indices for c in chunks], type=chunks[0].indices.type)
-    else:
-        dictionary, indices = column.dictionary, column.indices
+    dictionary, indices = column.dictionary, column.indices
     if indices.null_count:
         indices = pc.fill_null(indices, -1)
     codes = np.asarray(indices.to_numpy(), dtype=np.int64)
