@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import warnings
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,7 @@ class Plan:
     ready_runs: int = 5
     mlflow_ready_runs: int = 2
     locust_seconds: int = 15
-    ledger_rounds: int = 5  # 1,000/s runs of the ledger on/off pair: their median p99 is compared
+    ledger_rounds: int = 10  # 1,000/s runs of the ledger on/off pair, pooled and compared
 
     @classmethod
     def quick(cls) -> Plan:
@@ -273,12 +274,16 @@ def wrk(url: str, script: Path, connections: int, seconds: float) -> Closed:
                   r["p99_us"] / 1e3, errors, r["requests"])
 
 
-def open_loop(url: str, bodies: Path, rate: int, seconds: float) -> Any:
+def open_loop(url: str, bodies: Path, rate: int, seconds: float,
+              latencies: Path | None = None) -> Any:
+    """One open-loop run; ``latencies``: where it also writes every request's latency."""
     from openloop import OpenLoopResult
 
     command = [sys.executable, str(HERE / "openloop.py"), url, "--bodies", str(bodies),
                "--rate", str(rate), "--duration", f"{seconds:g}", "--warmup", "1",
                "--connections", "64", "--timeout", "2", "--json"]
+    if latencies is not None:
+        command += ["--latencies", str(latencies)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
                           check=False)
     if done.returncode != 0:
@@ -465,7 +470,8 @@ def bench_servers(setup: Setup, schedule: list[tuple[str, int, tuple[int, ...]]]
                     guarded(live, f"{rate}/s", offered, rate, plan.rate_seconds)
         # One 10 s run's p99 is its 100 slowest requests: too few to tell the ledger's cost from
         # the machine's noise. The 2-worker ratekeeper servers (default; ledger without the drift
-        # watcher; no ledger) run again, alternately, and the medians are compared.
+        # watcher; no ledger) run again, alternately, and the p99s of all their requests are
+        # compared (serve_report.p99_rise).
         pair = [live for live in lives if live.run.kind.startswith("ratekeeper")
                 and live.run.workers == 2]
         for round_ in range(1, plan.ledger_rounds if len(pair) >= 2 else 1):
@@ -476,18 +482,29 @@ def bench_servers(setup: Setup, schedule: list[tuple[str, int, tuple[int, ...]]]
 
 
 def offered_again(live: Live, rate: int, seconds: float) -> None:
-    result = open_loop(live.url, live.bodies, rate, seconds)
-    live.run.p99_at_1000.append(result.latency_ms["p99"])
+    result = at_1000(live, seconds)
     say(f"{live.run.label}: offered {rate}/s again: p99 {result.latency_ms['p99']} ms")
     assert live.server is not None
     wait_settled(live.server, 1)
 
 
+def at_1000(live: Live, seconds: float) -> Any:
+    """An offered 1,000/s run whose every latency is kept (the ledger comparison pools them)."""
+    latencies = live.bodies.with_suffix(".latencies")
+    result = open_loop(live.url, live.bodies, 1000, seconds, latencies)
+    kept = array("d")
+    kept.frombytes(latencies.read_bytes())
+    live.run.latencies_at_1000.append(kept.tolist())
+    live.run.p99_at_1000.append(result.latency_ms["p99"])
+    return result
+
+
 def offered(live: Live, rate: int, seconds: float) -> None:
-    result = open_loop(live.url, live.bodies, rate, seconds)
-    live.run.open[rate] = result
     if rate == 1000:
-        live.run.p99_at_1000.append(result.latency_ms["p99"])
+        result = at_1000(live, seconds)
+    else:
+        result = open_loop(live.url, live.bodies, rate, seconds)
+    live.run.open[rate] = result
     say(f"{live.run.label}: offered {rate}/s: p50 {result.latency_ms['p50']} ms, "
         f"p99 {result.latency_ms['p99']} ms, errors {result.error_count}")
     assert live.server is not None

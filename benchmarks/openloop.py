@@ -26,6 +26,7 @@ import json
 import math
 import sys
 import time
+from array import array
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -119,7 +120,9 @@ async def run(
     connections: int = 64,
     timeout: float = 2.0,
     warmup: float = 1.0,
+    keep: list[float] | None = None,
 ) -> OpenLoopResult:
+    """``keep``: extended with every measured latency in seconds, ascending (inf = failed)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     requests = [_request(url, body) for body in bodies]
@@ -206,6 +209,8 @@ async def run(
         conn.close()
     measured = n_total - n_warm
     ordered = sorted(latencies) + [math.inf] * sum(errors.values())
+    if keep is not None:
+        keep.extend(ordered)
     return OpenLoopResult(
         rate=rate,
         duration=duration,
@@ -241,12 +246,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--latencies", type=Path, help="also write every latency (float64 seconds, raw binary)"
+    )
     args = parser.parse_args(argv)
     bodies = [line.encode() for line in args.bodies.read_text().splitlines() if line.strip()]
     try:
         from uvloop import run as run_loop
     except ImportError:
         run_loop = asyncio.run  # type: ignore[assignment]
+    kept: list[float] = []
     gc.disable()  # a collector pause here would be charged to the server
     result = run_loop(
         run(
@@ -257,8 +266,12 @@ def main(argv: list[str] | None = None) -> None:
             connections=args.connections,
             timeout=args.timeout,
             warmup=args.warmup,
+            keep=kept,
         )
     )
+    if args.latencies is not None:
+        with args.latencies.open("wb") as out:
+            array("d", kept).tofile(out)
     if args.json:
         print(json.dumps(asdict(result)))
     else:

@@ -101,6 +101,30 @@ def test_versions_filters_and_find_quote(tmp_path) -> None:
         find_quote(tmp_path, "not-a-quote")
 
 
+def test_rows_a_write_refuses_stay_queued_in_order_and_the_overflow_is_counted(tmp_path) -> None:
+    events: list[tuple[str, int]] = []
+    ledger = QuoteLedger(
+        LedgerConfig(tmp_path, max_queued=5, fsync=False), lambda e, n: events.append((e, n))
+    )
+    (tmp_path / "m").write_text("a file where the model's folder should go")
+    ids = [new_quote_id() for _ in range(7)]
+    for i, quote_id in enumerate(ids[:3]):
+        ledger.record(quote_id, "m", 1, SIGNATURE, "quote", "Production", policy(i), float(i))
+    ledger.record(ids[3], "n", 1, OTHER, "quote", "Production", {"area": "A"}, 3.0)
+    with pytest.raises(OSError):
+        ledger.flush()  # m's write fails first: its three rows and n's are back in the queue
+    for i, quote_id in enumerate(ids[4:], start=4):
+        ledger.record(quote_id, "m", 1, SIGNATURE, "quote", "Production", policy(i), float(i))
+    assert (ledger.recorded, ledger.dropped) == (5, 2)  # 5 queued at most: the last 2 dropped
+    assert events.count(("dropped", 1)) == 2
+    (tmp_path / "m").unlink()
+    ledger.close()
+    written = read_ledger(tmp_path, model="m")
+    assert written.column("quote_id").to_pylist() == ids[:3] + ids[4:5]  # in order, none twice
+    assert written.column("prediction").to_pylist() == [0.0, 1.0, 2.0, 4.0]
+    assert read_ledger(tmp_path, model="n").column("quote_id").to_pylist() == [ids[3]]
+
+
 def test_segments_rotate_into_parquet_that_duckdb_reads(tmp_path) -> None:
     config = LedgerConfig(tmp_path, flush_interval=0.02, segment_rows=50)
     with recording(config) as ledger:

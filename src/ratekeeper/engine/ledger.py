@@ -1,8 +1,10 @@
 """The quote ledger: every real-time price, append-only, in columnar segments.
 
-A quote is *recorded* on the hot path by appending one tuple to an in-memory queue (well under a
-microsecond); a background thread writes the queue out every ``flush_interval`` seconds. So a
-crash of the process loses at most the last interval, and the quote path never waits for a disk.
+A quote is *recorded* on the hot path by appending its values (ids, time, price, the policy's
+value of each signature field) to its model version's in-memory list, about a microsecond; a
+background thread slices the lists into columns and writes them out every ``flush_interval``
+seconds. So a crash of the process loses at most the last interval, and the quote path never
+waits for a disk.
 
 Layout, under the ledger root::
 
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -52,6 +53,8 @@ log = logging.getLogger("ratekeeper.ledger")
 OPEN_SUFFIX, CLOSED_SUFFIX = ".arrows", ".parquet"
 BATCH_ROWS = 256  # rows per record batch written: each takes ~0.5 ms to build, holding the GIL
 ENDPOINTS = ("quote", "score", "invocations")
+# A queued quote: these values, then its policy's value of each signature field, in order.
+QUOTE_ID, TIME_NS, ENDPOINT, ROUTE, PREDICTION = range(5)
 
 
 def input_schema(signature: Signature) -> pa.StructType:
@@ -100,8 +103,9 @@ class QuoteLedger:
         """``observe(event, n)`` hears of ``written`` rows, ``dropped`` rows and ``write_error``."""
         self.config = config
         self._observe = observe or (lambda _event, _n: None)
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._signatures: dict[tuple[str, int], Signature] = {}
+        self._queues: dict[tuple[str, int], _Queue] = {}  # per model version
+        self._queue_lock = threading.Lock()  # record() against the writer taking the queues
+        self._queued = 0
         self._segments: dict[tuple[str, int], _Segment] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,15 +128,23 @@ class QuoteLedger:
         prediction: float,
     ) -> None:
         """Queue one priced policy; the background thread writes it within ``flush_interval``."""
-        key = (name, version)
-        if key not in self._signatures:
-            self._signatures[key] = signature
-        if len(self._queue) >= self.config.max_queued:
-            self.dropped += 1  # the disk has refused writes for a long while: say so, keep pricing
-            self._observe("dropped", 1)
-            return
-        self._queue.append((key, quote_id, time.time_ns(), endpoint, route, policy, prediction))
-        self.recorded += 1
+        queue = self._queues.get((name, version))
+        if queue is None:  # the first quote of this version: the writer must not see it half-made
+            with self._queue_lock:
+                queue = self._queues.setdefault((name, version), _Queue(signature))
+        # The row's values go straight into the version's flat list, columns interleaved: no
+        # object per quote lives until the write (such objects, created by the hundred, make
+        # the cyclic garbage collector run and pause the event loop), and the writer only
+        # slices columns out. Strings and numbers are not tracked by the collector.
+        row = (quote_id, time.time_ns(), endpoint, route, prediction, *map(policy.get, queue.names))
+        with self._queue_lock:
+            if self._queued < self.config.max_queued:
+                queue.values.extend(row)
+                self._queued += 1
+                self.recorded += 1
+                return
+            self.dropped += 1  # the disk has refused writes for long: say so, keep pricing
+        self._observe("dropped", 1)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -162,6 +174,9 @@ class QuoteLedger:
             self._write_queued()
 
     def _run(self) -> None:
+        # pyarrow imports pandas the first time it builds an array (~0.4 s of import holding the
+        # GIL by turns): at start, not in the first write, when quotes may already be arriving.
+        pa.array([0.0], pa.float64())
         while not self._stop.wait(self.config.flush_interval):
             try:
                 with self._lock:
@@ -174,43 +189,44 @@ class QuoteLedger:
 
     # -- writing -----------------------------------------------------------------------------------
     def _write_queued(self) -> None:
-        queued = len(self._queue)
-        if not queued:
-            return
-        rows: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
-        for _ in range(queued):
-            item = self._queue.popleft()
-            rows.setdefault(item[0], []).append(item)
+        with self._queue_lock:
+            taken = [(key, queue, queue.values) for key, queue in self._queues.items()]
+            for queue in self._queues.values():
+                queue.values = []
+            self._queued = 0
         # Small record batches: building one holds the GIL, and the event loop that answers
         # quotes must get it back within a millisecond or two, even at thousands of quotes/s.
         pending = collections.deque(
-            (key, items[start : start + BATCH_ROWS])
-            for key, items in rows.items()
-            for start in range(0, len(items), BATCH_ROWS)
+            (key, queue, values[start : start + BATCH_ROWS * queue.width])
+            for key, queue, values in taken
+            for start in range(0, len(values), BATCH_ROWS * queue.width)
         )
         written: set[tuple[str, int]] = set()
         try:
             while pending:
-                key, items = pending[0]
-                self._write(key, items)
+                key, queue, values = pending[0]
+                self._write(key, queue, values)
                 written.add(key)
                 pending.popleft()
                 time.sleep(0)  # let the serving thread run between batches
             for key in written:
                 self._segments[key].sync()
         except BaseException:
-            for _key, items in reversed(pending):  # back at the front, in order, for next time
-                self._queue.extendleft(reversed(items))
+            with self._queue_lock:  # back at the front, in order, for next time
+                for _key, queue, values in reversed(pending):
+                    queue.values[0:0] = values
+                    self._queued += len(values) // queue.width
             raise
 
-    def _write(self, key: tuple[str, int], items: list[tuple[Any, ...]]) -> None:
-        batch = _record_batch(key, self._signatures[key], items)
+    def _write(self, key: tuple[str, int], queue: _Queue, values: list[Any]) -> None:
+        batch = queue.record_batch(key, values)
+        day = _day(values[TIME_NS])
         segment = self._segments.get(key)
-        if segment is None or segment.day != _day(items[0][2]):
+        if segment is None or segment.day != day:
             if segment is not None:
                 del self._segments[key]
                 segment.close()
-            segment = _Segment.open(self.config, key, batch.schema, _day(items[0][2]))
+            segment = _Segment.open(self.config, key, batch.schema, day)
             self._segments[key] = segment
         segment.write(batch)
         self.written += batch.num_rows
@@ -449,45 +465,43 @@ def _read_segment(path: Path) -> pa.Table:
         return pq.read_table(sealed) if sealed.exists() else pa.table({})
 
 
-@functools.lru_cache(maxsize=64)
-def _schemas(
-    signature: Signature,
-) -> tuple[pa.Schema, list[pa.Field], list[tuple[str, pa.DataType, bool]]]:
-    """A version's ledger schema, its input fields, and (name, type, is an id) per field.
+class _Queue:
+    """The quotes of one model version waiting to be written, flat: ``width`` values per quote
+    (``QUOTE_ID`` ... ``PREDICTION``, then the value of each signature field)."""
 
-    Names and types are plain Python objects here: reading ``pa.Field.name`` costs a call into
-    Arrow each time, which adds up over every row of every flush.
-    """
-    inputs = list(input_schema(signature))
-    ids = {f.name for f in signature.fields if f.kind == ANY}
-    return ledger_schema(signature), inputs, [(f.name, f.type, f.name in ids) for f in inputs]
+    def __init__(self, signature: Signature) -> None:
+        self.schema = ledger_schema(signature)
+        self.fields = list(input_schema(signature))
+        self.names = tuple(f.name for f in signature.fields)
+        # Arrow types and "is an id" per field as plain Python objects: reading them off
+        # ``pa.Field`` costs a call into Arrow each time, on every batch.
+        self.kinds = [f.type for f in self.fields]
+        self.ids = [f.kind == ANY for f in signature.fields]
+        self.width = PREDICTION + 1 + len(self.names)
+        self.values: list[Any] = []
 
-
-def _record_batch(
-    key: tuple[str, int], signature: Signature, items: list[tuple[Any, ...]]
-) -> pa.RecordBatch:
-    schema, fields, columns = _schemas(signature)
-    n = len(items)
-    policies = [item[5] for item in items]
-    children = []
-    for name, kind, is_id in columns:
-        values = [policy.get(name) for policy in policies]
-        if is_id:  # an id may be any JSON value: kept as its text
-            values = [v if v is None or type(v) is str else str(v) for v in values]
-        children.append(pa.array(values, type=kind))
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array([item[1] for item in items], pa.string()),
-            pa.array([item[2] // 1000 for item in items], pa.timestamp("us", tz="UTC")),
-            pa.array([key[0]] * n, pa.string()),
-            pa.array([key[1]] * n, pa.int64()),
-            pa.array([item[3] for item in items], pa.string()),
-            pa.array([item[4] for item in items], pa.string()),
-            pa.array([item[6] for item in items], pa.float64()),
-            pa.StructArray.from_arrays(children, fields=fields),
-        ],
-        schema=schema,
-    )
+    def record_batch(self, key: tuple[str, int], values: list[Any]) -> pa.RecordBatch:
+        width = self.width
+        n = len(values) // width
+        children = []
+        for j, (kind, is_id) in enumerate(zip(self.kinds, self.ids, strict=True)):
+            column = values[PREDICTION + 1 + j :: width]
+            if is_id:  # an id may be any JSON value: kept as its text
+                column = [v if v is None or type(v) is str else str(v) for v in column]
+            children.append(pa.array(column, type=kind))
+        return pa.RecordBatch.from_arrays(
+            [
+                pa.array(values[QUOTE_ID::width], pa.string()),
+                pa.array([t // 1000 for t in values[TIME_NS::width]], pa.timestamp("us", tz="UTC")),
+                pa.array([key[0]] * n, pa.string()),
+                pa.array([key[1]] * n, pa.int64()),
+                pa.array(values[ENDPOINT::width], pa.string()),
+                pa.array(values[ROUTE::width], pa.string()),
+                pa.array(values[PREDICTION::width], pa.float64()),
+                pa.StructArray.from_arrays(children, fields=self.fields),
+            ],
+            schema=self.schema,
+        )
 
 
 def _day(time_ns: int) -> date:
