@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from tests.http_helpers import glm_and_gbm
@@ -140,13 +141,40 @@ def test_a_failed_run_keeps_the_previous_output(registry, tmp_path) -> None:
     assert target.read_bytes() == b"yesterday's prices"
 
 
-def test_a_bad_cell_deep_in_a_csv_stops_the_run_and_writes_nothing(registry, tmp_path) -> None:
-    """The chunk after next is read while this one is written: its error still stops the run."""
+def test_a_csv_cell_that_is_not_a_number_rejects_its_row_only(registry, tmp_path) -> None:
     book = motor_portfolio(60_000, seed=4)
     book["driver_age"] = book["driver_age"].astype(object)
-    book.loc[50_000, "driver_age"] = "forty"
+    book.loc[50_000, "driver_age"] = "forty"  # deep in the file: a later chunk
+    book.loc[7, "driver_age"] = "4O"
     source = write(book, tmp_path / "book.csv")
-    with pytest.raises(rk.InvalidInputError, match=r"book\.csv: .*must hold numbers only"):
+    summary = registry.score_file(
+        GLM, source, tmp_path / "priced.csv", rejects=tmp_path / "r.csv", chunk_rows=4096
+    )
+    clean = book.drop(index=[7, 50_000]).astype({"driver_age": float})
+    expected = registry.score_file(
+        GLM, write(clean, tmp_path / "clean.parquet"), tmp_path / "clean-priced.parquet"
+    )
+    assert summary.rows_priced == expected.rows_priced
+    assert summary.rows_rejected == expected.rows_rejected + 2
+    rejects = pacsv.read_csv(tmp_path / "r.csv").to_pandas().set_index("row_number")
+    assert rejects.loc[[7, 50_000], "reasons"].tolist() == [
+        "driver_age: wrong_type (expected a number, got the text '4O')",
+        "driver_age: wrong_type (expected a number, got the text 'forty')",
+    ]
+    priced = pacsv.read_csv(tmp_path / "priced.csv")
+    want = pq.read_table(tmp_path / "clean-priced.parquet").column("prediction").to_numpy()
+    np.testing.assert_allclose(priced.column("prediction").to_numpy(), want, rtol=1e-12)
+
+
+def test_a_csv_line_that_cannot_be_read_stops_the_run_and_writes_nothing(
+    registry, tmp_path
+) -> None:
+    """The next chunk is read while this one is written: its error still stops the run."""
+    source = write(motor_portfolio(60_000, seed=4), tmp_path / "book.csv")
+    lines = source.read_text().splitlines()
+    lines[50_000] += ",an extra cell"
+    source.write_text("\n".join(lines) + "\n")
+    with pytest.raises(rk.InvalidInputError, match=r"cannot read book\.csv as CSV: .*columns"):
         registry.score_file(GLM, source, tmp_path / "priced.csv", chunk_rows=4096)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["book.csv"]
 

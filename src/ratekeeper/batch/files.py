@@ -1,9 +1,11 @@
 """Portfolio files in and out: Parquet or CSV, streamed in chunks, never half-written.
 
-Readers hand out Arrow record batches. String columns of Parquet books are read
-dictionary-encoded, so a rating factor's level codes come from the file instead of from hashing
-every string. A CSV book is read with the model's signature as column types (numbers as float64,
-rating-factor levels dictionary-encoded); the other columns are inferred.
+Readers hand out chunks: an Arrow record batch, and the rows with a cell that could not be read
+as its factor's type. String columns of Parquet books are read dictionary-encoded, so a rating
+factor's level codes come from the file instead of from hashing every string. A CSV book is read
+with the model's signature as column types (rating-factor levels dictionary-encoded, numeric
+factors as text turned into float64 chunk by chunk: a cell that is not a number becomes null
+and its row is rejected with the text it held); the other columns are inferred.
 
 Writers write to a hidden temporary file beside the target and rename it into place only when
 the whole run succeeded: a reader of the target sees the old file or the complete new one.
@@ -40,13 +42,17 @@ def file_format(path: Path, override: str | None = None) -> str:
     return found
 
 
+Unreadable = dict[int, str]
+"""Row (in its chunk) -> why a cell of it could not be read: the row must be rejected."""
+
+
 @dataclass
 class BookReader:
-    """The batches of one input file, with the schema they share and the row count if known."""
+    """The chunks of one input file, with the schema they share and the row count if known."""
 
     schema: Any
     total_rows: int | None
-    batches: Iterator[Any]
+    chunks: Iterator[tuple[Any, Unreadable]]
 
 
 def open_book(path: Path, kind: str, signature: Signature, chunk_rows: int) -> BookReader:
@@ -70,7 +76,8 @@ def _open_parquet(path: Path, chunk_rows: int) -> BookReader:
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidInputError(f"cannot read {path.name} as Parquet: {exc}") from None
     batches = book.iter_batches(batch_size=chunk_rows, use_threads=True)
-    return BookReader(book.schema_arrow, book.metadata.num_rows, batches)
+    chunks: Iterator[tuple[Any, Unreadable]] = ((batch, {}) for batch in batches)
+    return BookReader(book.schema_arrow, book.metadata.num_rows, chunks)
 
 
 def _open_csv(path: Path, signature: Signature, chunk_rows: int) -> BookReader:
@@ -78,11 +85,12 @@ def _open_csv(path: Path, signature: Signature, chunk_rows: int) -> BookReader:
     import pyarrow.csv as pacsv
 
     types: dict[str, Any] = {}
+    numeric = [f.name for f in signature.fields if f.kind in (NUMERIC, INTEGER)]
     for field in signature.fields:
         if field.kind == CATEGORICAL:
             types[field.name] = pa.dictionary(pa.int32(), pa.string())
         elif field.kind in (NUMERIC, INTEGER):
-            types[field.name] = pa.float64()
+            types[field.name] = pa.string()  # read as text: a bad cell rejects its row only
     # About 64 bytes per policy row: blocks of roughly chunk_rows rows.
     block_size = min(max(chunk_rows * 64, 1 << 20), 1 << 28)
     try:
@@ -93,10 +101,16 @@ def _open_csv(path: Path, signature: Signature, chunk_rows: int) -> BookReader:
         )
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidInputError(f"cannot read {path.name} as CSV: {exc}") from None
-    return BookReader(reader.schema, None, _csv_batches(path, reader))
+    numbers = [name for name in numeric if name in reader.schema.names]
+    schema = reader.schema
+    for name in numbers:
+        schema = schema.set(schema.get_field_index(name), pa.field(name, pa.float64()))
+    return BookReader(schema, None, _csv_chunks(path, reader, numbers, schema))
 
 
-def _csv_batches(path: Path, reader: Any) -> Iterator[Any]:
+def _csv_chunks(
+    path: Path, reader: Any, numbers: list[str], schema: Any
+) -> Iterator[tuple[Any, Unreadable]]:
     import pyarrow as pa
 
     while True:
@@ -105,11 +119,36 @@ def _csv_batches(path: Path, reader: Any) -> Iterator[Any]:
         except StopIteration:
             return
         except pa.ArrowInvalid as exc:
-            raise InvalidInputError(
-                f"{path.name}: {exc} (a numeric rating factor must hold numbers only)"
-            ) from None
+            raise InvalidInputError(f"cannot read {path.name} as CSV: {exc}") from None
         if batch.num_rows:
-            yield batch
+            yield _to_numbers(batch, numbers, schema)
+
+
+def _to_numbers(batch: Any, numbers: list[str], schema: Any) -> tuple[Any, Unreadable]:
+    """The batch with its numeric factors' text as float64; rows whose text is not a number."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    problems: dict[int, list[str]] = {}
+    columns = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if name in numbers:
+            try:
+                column = pc.cast(column, pa.float64())
+            except pa.ArrowInvalid:  # some cell is not a number: find which, cell by cell
+                values: list[float | None] = []
+                for row, text in enumerate(column.to_pylist()):
+                    try:
+                        values.append(None if text is None else float(text))
+                    except ValueError:
+                        values.append(None)
+                        problems.setdefault(row, []).append(
+                            f"{name}: wrong_type (expected a number, got the text {text!r})"
+                        )
+                column = pa.array(values, pa.float64())
+        columns.append(column)
+    unreadable = {row: "; ".join(reasons) for row, reasons in problems.items()}
+    return pa.RecordBatch.from_arrays(columns, schema=schema), unreadable
 
 
 class BookWriter:

@@ -210,7 +210,7 @@ class _Run:
     def chunks(self, workers: int) -> Iterator[tuple[Any, Any]]:
         """(priced rows, rejected rows) per input chunk, in input order."""
         pending: deque[Future[tuple[Any, Any]]] = deque()
-        batches = iter(self.book.batches)
+        chunks = iter(self.book.chunks)
         with (
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score") as pool,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="read") as reader,
@@ -218,10 +218,11 @@ class _Run:
             try:
                 # The next chunk is read while this thread writes: reading, pricing and writing
                 # overlap, and at most workers + 2 chunks are in memory.
-                upcoming = reader.submit(next, batches, None)
-                while (batch := upcoming.result()) is not None:
-                    upcoming = reader.submit(next, batches, None)
-                    pending.append(pool.submit(self._score, batch, self.rows_read))
+                upcoming = reader.submit(next, chunks, None)
+                while (chunk := upcoming.result()) is not None:
+                    upcoming = reader.submit(next, chunks, None)
+                    batch, unreadable = chunk
+                    pending.append(pool.submit(self._score, batch, unreadable, self.rows_read))
                     self.rows_read += batch.num_rows
                     while pending and (len(pending) > workers or pending[0].done()):
                         yield self._collect(pending.popleft())
@@ -240,11 +241,18 @@ class _Run:
             )
         return priced, rejected
 
-    def _score(self, batch: Any, offset: int) -> tuple[Any, Any]:
+    def _score(self, batch: Any, unreadable: files.Unreadable, offset: int) -> tuple[Any, Any]:
         import pyarrow as pa
 
         chunk = price_chunk(self.scorer, batch)
-        keep = ~chunk.rejected
+        rejected_rows, reasons = chunk.rejected, chunk.reasons
+        if unreadable:  # a cell the file held as text that is not a number: never priced
+            by_row = dict(zip(np.flatnonzero(rejected_rows).tolist(), reasons, strict=True))
+            by_row.update(unreadable)  # the text it held, rather than "missing"
+            rejected_rows = rejected_rows.copy()
+            rejected_rows[list(unreadable)] = True
+            reasons = [by_row[row] for row in np.flatnonzero(rejected_rows).tolist()]
+        keep = ~rejected_rows
         n_priced = int(keep.sum())
         all_priced = n_priced == batch.num_rows
         priced_rows = batch if all_priced else batch.filter(pa.array(keep))
@@ -258,12 +266,12 @@ class _Run:
         priced = pa.RecordBatch.from_arrays(
             [*priced_rows.columns, *stamps], schema=self.output_schema
         )
-        rows = np.flatnonzero(chunk.rejected)
+        rows = np.flatnonzero(rejected_rows)
         rejected = pa.RecordBatch.from_arrays(
             [
                 *batch.take(pa.array(rows)).columns,
                 pa.array(rows + offset, type=pa.int64()),
-                pa.array(chunk.reasons, type=pa.string()),
+                pa.array(reasons, type=pa.string()),
             ],
             schema=self.rejects_schema,
         )
