@@ -85,7 +85,7 @@ def as_float(column: Column) -> np.ndarray:
     return np.asarray(column, dtype=np.float64)
 
 
-def level_codes(column: Column | np.ndarray, levels: Sequence[str]) -> np.ndarray:
+def level_codes(column: Column, levels: Sequence[str]) -> np.ndarray:
     """For each row, the index of its value in ``levels``; -1 for nulls and unknown values.
 
     Values are matched by their text (``str``), once per distinct value of a ``Factor``."""
@@ -132,8 +132,8 @@ def _from_arrow(table: Any) -> tuple[Columns, int]:
         raise InvalidInputError(f"cannot score a {type(table).__name__}: pass a pyarrow Table")
     columns: Columns = {}
     for name, column in zip(table.column_names, table.columns, strict=True):
-        if isinstance(column, pa.ChunkedArray):
-            # One array per column: ChunkedArray.to_numpy goes through pandas.
+        if isinstance(column, pa.ChunkedArray):  # a Table's: one array per column (one
+            # dictionary per factor), without copying when the column is one chunk already
             column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
         kind = column.type
         if pa.types.is_dictionary(kind):
