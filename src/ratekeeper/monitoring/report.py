@@ -13,7 +13,7 @@ from html import escape
 from ratekeeper.monitoring.ae import AEGroup, AEReport
 from ratekeeper.monitoring.drift import ALERT, STABLE, WARN, DriftReport, FactorDrift
 from ratekeeper.validation.charts import Series, bar_chart, line_chart
-from ratekeeper.validation.report import CSS
+from ratekeeper.validation.report import CSS, html_page, html_table, section
 from ratekeeper.validation.stability import SHARE_FLOOR
 
 BAND_CSS = {STABLE: "PASS", WARN: "WARN", ALERT: "FAIL"}
@@ -25,21 +25,15 @@ def render_drift_html(report: DriftReport) -> str:
     title = f"Drift — {report.model} v{report.version}"
     body = [
         _header(report, title),
-        _section("Population stability", _summary_table(report)),
+        section("Population stability", _summary_table(report)),
         *(_factor_section(d) for d in report.all),
-        _section("Method", _method(report)),
+        section("Method", _method(report)),
     ]
     return page(title, body)
 
 
 def page(title: str, body: Sequence[str]) -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{CSS}{EXTRA_CSS}</style></head><body>"
-        + "".join(body)
-        + "</body></html>\n"
-    )
+    return html_page(title, body, css=CSS + EXTRA_CSS)
 
 
 def verdict(status: str) -> str:
@@ -60,7 +54,9 @@ def _header(report: DriftReport, title: str) -> str:
     notes = "".join(f'<p class="muted">{escape(n)}</p>' for n in report.notes)
     return (
         f"<h1>{escape(title)}</h1>"
-        f'<p id="status">{verdict(report.status)}</p>' + table(("", ""), rows, header=False) + notes
+        f'<p id="status">{verdict(report.status)}</p>'
+        + html_table(("", ""), rows, header=False)
+        + notes
     )
 
 
@@ -90,7 +86,7 @@ def _summary_table(report: DriftReport) -> str:
         )
         classes.append(d.band)
     headers = ("factor", "kind", "PSI", "band", "rows", "sample size", "weight", "χ²", "p")
-    return table(headers, rows, numeric=(2, 4, 5, 6, 7, 8), row_classes=classes)
+    return html_table(headers, rows, numeric=(2, 4, 5, 6, 7, 8), row_classes=classes)
 
 
 def _factor_section(d: FactorDrift) -> str:
@@ -107,7 +103,7 @@ def _factor_section(d: FactorDrift) -> str:
         (escape(label), f"{e:.2%}", f"{a:.2%}", f"{_contribution(e, a):.4f}")
         for label, e, a in zip(labels, s.expected, s.actual, strict=True)
     ]
-    detail = table(("bin", "reference", "current", "PSI term"), rows, numeric=(1, 2, 3))
+    detail = html_table(("bin", "reference", "current", "PSI term"), rows, numeric=(1, 2, 3))
     head = f"<p>PSI {d.psi:.4f} {verdict(d.band)} &nbsp; χ² p = {d.p_value:.3g}</p>"
     return (
         f'<section id="factor-{escape(d.name)}"><h2>{escape(d.name)}</h2>'
@@ -147,9 +143,9 @@ def render_ae_html(report: AEReport) -> str:
     ]
     body = [
         f"<h1>{escape(title)}</h1>",
-        table(("", ""), [(escape(k), escape(v)) for k, v in facts], header=False),
+        html_table(("", ""), [(escape(k), escape(v)) for k, v in facts], header=False),
         *(f'<p class="muted">{escape(n)}</p>' for n in report.notes),
-        _section("Overall", _ae_table([report.overall])),
+        section("Overall", _ae_table([report.overall])),
     ]
     for name, groups in report.by.items():
         labels = [g.level for g in groups]
@@ -164,7 +160,7 @@ def render_ae_html(report: AEReport) -> str:
             y_label="actual / expected",
             x_label=name,
         )
-        body.append(_section(f"By {name}", chart + _ae_table(groups)))
+        body.append(section(f"By {name}", chart + _ae_table(groups)))
     return page(title, body)
 
 
@@ -182,33 +178,8 @@ def _ae_table(groups: Sequence[AEGroup]) -> str:
         for g in groups
     ]
     headers = ("level", "rows", "exposure", "actual", "expected", "A/E", "interval")
-    return table(headers, rows, numeric=(1, 2, 3, 4, 5, 6))
+    return html_table(headers, rows, numeric=(1, 2, 3, 4, 5, 6))
 
 
 def _finite(value: float) -> float:
     return value if math.isfinite(value) else 0.0
-
-
-def _section(title: str, content: str) -> str:
-    return f"<section><h2>{escape(title)}</h2>{content}</section>"
-
-
-def table(
-    headers: Sequence[str],
-    rows: Sequence[Sequence[str]],
-    *,
-    numeric: Sequence[int] = (),
-    header: bool = True,
-    row_classes: Sequence[str] | None = None,
-) -> str:
-    """Cells are HTML already (escaped by the caller); headers are escaped here."""
-    head = "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers) + "</tr>" if header else ""
-    body = []
-    for i, row in enumerate(rows):
-        css = f' class="{row_classes[i]}"' if row_classes is not None else ""
-        cells = "".join(
-            f'<td class="num">{cell}</td>' if j in numeric else f"<td>{cell}</td>"
-            for j, cell in enumerate(row)
-        )
-        body.append(f"<tr{css}>{cells}</tr>")
-    return f"<table>{head}{''.join(body)}</table>"

@@ -55,19 +55,24 @@ def render_html(report: GateReport) -> str:
     title = f"Promotion gates — {report.model} v{report.challenger_version} vs champion {champion}"
     body = [
         _header(report, title),
-        _section("Gates", _gate_table(report.results)),
+        section("Gates", _gate_table(report.results)),
         _lift_section(report),
         _double_lift_section(report),
         _dislocation_section(report),
         _fairness_section(report),
         _signature_section(report),
         _stability_section(report),
-        _section("Gate policy in force", _policy_table(report)),
+        section("Gate policy in force", _policy_table(report)),
     ]
+    return html_page(title, body)
+
+
+def html_page(title: str, body: Sequence[str], css: str = CSS) -> str:
+    """One self-contained HTML document: the style inline, the sections in order."""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
+        f"<title>{escape(title)}</title><style>{css}</style></head><body>"
         + "".join(body)
         + "</body></html>\n"
     )
@@ -98,7 +103,7 @@ def _header(report: GateReport, title: str) -> str:
         f"<h1>{escape(title)}</h1>"
         f'<p><span class="verdict {verdict}" id="verdict">{verdict}</span> '
         f'<span class="muted">{escape(summary)}</span></p>'
-        + _table(("", ""), [(escape(k), escape(v)) for k, v in facts], header=False)
+        + html_table(("", ""), [(escape(k), escape(v)) for k, v in facts], header=False)
     )
 
 
@@ -117,7 +122,7 @@ def _gate_table(results: Sequence[GateResult]) -> str:
                 escape(r.detail),
             )
         )
-    return _table(("gate", "result", "value", "threshold", "detail"), rows, numeric=(2, 3))
+    return html_table(("gate", "result", "value", "threshold", "detail"), rows, numeric=(2, 3))
 
 
 def _lift_section(report: GateReport) -> str:
@@ -137,14 +142,15 @@ def _lift_section(report: GateReport) -> str:
         (d, _num(e, ",.1f"), _num(a, ".4g"), _num(p, ".4g"))
         for d, e, a, p in zip(deciles, lift.exposure, lift.actual, lift.predicted, strict=True)
     ]
-    table = _table(("bin", "exposure", "actual rate", "predicted rate"), rows, numeric=(1, 2, 3))
-    return _section("Lift", chart + table)
+    headers = ("bin", "exposure", "actual rate", "predicted rate")
+    table = html_table(headers, rows, numeric=(1, 2, 3))
+    return section("Lift", chart + table)
 
 
 def _double_lift_section(report: GateReport) -> str:
     double = report.double_lift
     if double is None:
-        return _section("Double lift", _na())
+        return section("Double lift", _na())
     bins = [str(i + 1) for i in range(len(double.actual))]
     chart = line_chart(
         "Double lift: rates rebased to the actual total",
@@ -169,18 +175,18 @@ def _double_lift_section(report: GateReport) -> str:
             strict=True,
         )
     ]
-    table = _table(
+    table = html_table(
         ("bin", "challenger / champion", "exposure", "actual", "champion", "challenger"),
         rows,
         numeric=(1, 2, 3, 4, 5),
     )
-    return _section("Double lift", chart + table)
+    return section("Double lift", chart + table)
 
 
 def _dislocation_section(report: GateReport) -> str:
     moves = report.dislocation
     if moves is None:
-        return _section("Dislocation", _na())
+        return section("Dislocation", _na())
     labels = histogram_labels(moves.edges)
     lows, highs = (-math.inf, *moves.edges), (*moves.edges, math.inf)
     beyond = [lo >= 0.1 - 1e-9 or hi <= -0.1 + 1e-9 for lo, hi in zip(lows, highs, strict=True)]
@@ -192,7 +198,7 @@ def _dislocation_section(report: GateReport) -> str:
         x_label="change in premium",
         highlight=beyond,
     )
-    summary = _table(
+    summary = html_table(
         ("", "up", "down", "either way"),
         [
             (f"beyond ±{cap:.0%}", _pct(u), _pct(d), _pct(u + d))
@@ -200,7 +206,7 @@ def _dislocation_section(report: GateReport) -> str:
         ],
         numeric=(1, 2, 3),
     )
-    worst = _table(
+    worst = html_table(
         ("rating factor", "level", "policies", "exposure", "mean change"),
         [
             (
@@ -218,7 +224,7 @@ def _dislocation_section(report: GateReport) -> str:
         f"<p>{moves.policies:,} policies; mean change {_signed_pct(moves.mean_change)} "
         f"(exposure-weighted), whole book {_signed_pct(moves.total_change)}.</p>"
     )
-    return _section(
+    return section(
         "Dislocation", text + chart + summary + "<h3>Segments that move most</h3>" + worst
     )
 
@@ -226,7 +232,7 @@ def _dislocation_section(report: GateReport) -> str:
 def _fairness_section(report: GateReport) -> str:
     table = report.fairness
     if table is None:
-        return _section("Fairness", _na("the holdout has no protected attribute"))
+        return section("Fairness", _na("the holdout has no protected attribute"))
     rows = [
         (escape(g), f"{p:,}", _num(e, ",.1f"), _num(a, ",.4g"))
         for g, p, e, a in zip(
@@ -234,9 +240,9 @@ def _fairness_section(report: GateReport) -> str:
         )
     ]
     ratio = f"{table.ratio:.3f}" if table.ratio is not None else "—"
-    return _section(
+    return section(
         f"Fairness by {table.attribute}",
-        _table(("group", "policies", "exposure", "average premium"), rows, numeric=(1, 2, 3))
+        html_table(("group", "policies", "exposure", "average premium"), rows, numeric=(1, 2, 3))
         + f"<p>highest / lowest average premium: <b>{escape(ratio)}</b> "
         f"(threshold {report.policy.fairness_threshold:.2f}, "
         f"{'blocking' if report.policy.fairness_blocks else 'report only'})</p>",
@@ -246,9 +252,9 @@ def _fairness_section(report: GateReport) -> str:
 def _signature_section(report: GateReport) -> str:
     changes = report.signature_changes
     if changes is None:
-        return _section("Signature changes", _na())
+        return section("Signature changes", _na())
     if not changes.changes:
-        return _section("Signature changes", "<p>None: quote clients need no change.</p>")
+        return section("Signature changes", "<p>None: quote clients need no change.</p>")
     rows = [
         (
             escape(c.field),
@@ -259,9 +265,9 @@ def _signature_section(report: GateReport) -> str:
         )
         for c in changes.changes
     ]
-    return _section(
+    return section(
         "Signature changes (what quote clients must change)",
-        _table(("field", "change", "champion", "challenger", "breaking"), rows),
+        html_table(("field", "change", "champion", "challenger", "breaking"), rows),
     )
 
 
@@ -282,8 +288,8 @@ def _stability_section(report: GateReport) -> str:
         f"<p>PSI {s.psi:.4f}; chi-square {s.statistic:.4g} on {s.degrees_of_freedom} degrees "
         f"of freedom, p = {s.p_value:.3g}. Shares are floored at 0.01 % in the PSI.</p>"
     )
-    table = _table(("bin", "training", "holdout"), rows, numeric=(1, 2))
-    return _section("Stability of the predicted rate (PSI bins)", text + chart + table)
+    table = html_table(("bin", "training", "holdout"), rows, numeric=(1, 2))
+    return section("Stability of the predicted rate (PSI bins)", text + chart + table)
 
 
 def _policy_table(report: GateReport) -> str:
@@ -291,7 +297,7 @@ def _policy_table(report: GateReport) -> str:
     for key, value in report.policy.to_dict().items():
         shown = ", ".join(value) if isinstance(value, list) else str(value)
         rows.append((f"<code>{escape(key)}</code>", escape(shown)))
-    return _table(("setting", "value"), rows)
+    return html_table(("setting", "value"), rows)
 
 
 def _excluded(report: GateReport) -> str:
@@ -301,7 +307,7 @@ def _excluded(report: GateReport) -> str:
 
 
 # -- small pieces ------------------------------------------------------------------------------
-def _section(title: str, content: str) -> str:
+def section(title: str, content: str) -> str:
     return f"<section><h2>{escape(title)}</h2>{content}</section>"
 
 
@@ -309,25 +315,26 @@ def _na(reason: str = "there is no champion to compare with") -> str:
     return f'<p class="muted">Not applicable: {escape(reason)}.</p>'
 
 
-def _table(
+def html_table(
     headers: Sequence[str],
     rows: Sequence[Sequence[str]],
     *,
     numeric: Sequence[int] = (),
     header: bool = True,
+    row_classes: Sequence[str] | None = None,
 ) -> str:
-    """Cells are HTML already (escaped by the caller); headers are escaped here."""
+    """Cells are HTML already (escaped by the caller); headers are escaped here. ``numeric``:
+    the columns aligned as numbers; ``row_classes``: a CSS class per row."""
     head = "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers) + "</tr>" if header else ""
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="num">{cell}</td>' if i in numeric else f"<td>{cell}</td>"
-            for i, cell in enumerate(row)
+    body = []
+    for i, row in enumerate(rows):
+        css = f' class="{row_classes[i]}"' if row_classes is not None else ""
+        cells = "".join(
+            f'<td class="num">{cell}</td>' if j in numeric else f"<td>{cell}</td>"
+            for j, cell in enumerate(row)
         )
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table>{head}{body}</table>"
+        body.append(f"<tr{css}>{cells}</tr>")
+    return f"<table>{head}{''.join(body)}</table>"
 
 
 def _value(gate: str, value: float | None) -> str:
