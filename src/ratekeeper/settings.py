@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -25,6 +25,24 @@ class Settings:
     """The actor recorded on every write."""
     ledger_dir: Path | None = None
     """Quote ledger folder; ``None`` = ``ledger/`` beside an embedded registry, else under home."""
+    token: str | None = None
+    """The credential behind governed writes (a registry token ``rk_...`` or an SSO JWT)."""
+    audit_key: str | None = field(default=None, repr=False)
+    """The signing key (hex) that seals the audit head and ledger segments; a secret."""
+    audit_key_file: Path | None = None
+    """A file holding the signing key; ``None`` = ``audit.key`` beside an embedded registry."""
+    oidc_issuer: str | None = None
+    """Company single sign-on: the identity provider's issuer URL (``iss`` of its tokens)."""
+    oidc_audience: str | None = None
+    """The ``aud`` the provider's tokens must carry for ratekeeper."""
+    oidc_jwks_url: str | None = None
+    """Where the provider publishes its signing keys (JWKS)."""
+    oidc_groups_claim: str = "groups"
+    """The claim that lists a person's groups."""
+    oidc_roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Group → ratekeeper roles, from ``RATEKEEPER_OIDC_ROLES="pricing-team=modeller;..."``."""
+    oidc_user_claim: str = "preferred_username"
+    """The claim that names the person (falls back to ``sub``)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -36,6 +54,15 @@ class Settings:
             artifact_root=Path(artifacts) if artifacts else None,
             user=env.get("RATEKEEPER_USER") or _os_user(),
             ledger_dir=Path(env["RATEKEEPER_LEDGER"]) if env.get("RATEKEEPER_LEDGER") else None,
+            token=env.get("RATEKEEPER_TOKEN") or None,
+            audit_key=env.get("RATEKEEPER_AUDIT_KEY") or None,
+            audit_key_file=_path(env.get("RATEKEEPER_AUDIT_KEY_FILE")),
+            oidc_issuer=env.get("RATEKEEPER_OIDC_ISSUER") or None,
+            oidc_audience=env.get("RATEKEEPER_OIDC_AUDIENCE") or None,
+            oidc_jwks_url=env.get("RATEKEEPER_OIDC_JWKS_URL") or None,
+            oidc_groups_claim=env.get("RATEKEEPER_OIDC_GROUPS_CLAIM") or "groups",
+            oidc_roles=parse_role_map(env.get("RATEKEEPER_OIDC_ROLES", "")),
+            oidc_user_claim=env.get("RATEKEEPER_OIDC_USER_CLAIM") or "preferred_username",
         )
 
 
@@ -44,3 +71,18 @@ def _os_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry, e.g. an arbitrary container uid
         return f"uid:{os.getuid()}"
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def parse_role_map(text: str) -> dict[str, tuple[str, ...]]:
+    """``"pricing=modeller;chief-actuary=approver,viewer"`` → group → roles."""
+    mapping: dict[str, tuple[str, ...]] = {}
+    for item in text.split(";"):
+        group, sep, roles = item.partition("=")
+        if not sep or not group.strip():
+            continue
+        mapping[group.strip()] = tuple(r.strip() for r in roles.split(",") if r.strip())
+    return mapping

@@ -36,7 +36,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "alias": frozenset({"deployer", "approver", "admin"}),
     "manage_users": frozenset({"admin"}),
     "read": frozenset({"viewer", "modeller", "approver", "deployer", "admin"}),
+    # Price a version customers are not priced by (not Production, not approved for Staging).
+    "test": frozenset({"modeller", "approver", "deployer", "admin"}),
 }
+
+# Aliases that move only through an approved request, like Production (clients quote them).
+PROTECTED_ALIASES: frozenset[str] = frozenset({"champion"})
 
 # Built once; one round trip answers "which policy, and which roles does the actor hold":
 # one row per role, or a single row with no user (NULL id) or no role.

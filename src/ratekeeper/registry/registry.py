@@ -97,6 +97,10 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         twin.user = user
         return twin
 
+    def protected_aliases(self) -> frozenset[str]:
+        """Aliases that move only through an approved request (``champion`` by default)."""
+        return policy_rules.PROTECTED_ALIASES
+
     @property
     def policy(self) -> str:
         """``governed`` or ``open``, chosen when the registry was created."""
