@@ -23,9 +23,10 @@ from ratekeeper.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from ratekeeper.governance import audit, identity
+from ratekeeper.governance import audit, identity, signing
 from ratekeeper.governance import policy as policy_rules
 from ratekeeper.governance.admin import IdentityAndAudit
+from ratekeeper.governance.signing import SigningKey
 from ratekeeper.governance.workflow import PromotionWorkflow
 from ratekeeper.packaging import lineage
 from ratekeeper.packaging.package import Package, as_pandas, build_package, load_package
@@ -80,6 +81,14 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         else:
             url = str(uri)
         self.url = url
+        embedded = url.startswith("sqlite:///") and home is not None
+        self.signing_key: SigningKey | None = signing.resolve_key(
+            self.settings.audit_key,
+            self.settings.audit_key_file,
+            home / "audit.key" if embedded else None,
+            create=embedded,
+        )
+        """The server's key that seals the audit head and the ledger (None: not configured)."""
         self.engine = database.create_engine(url)
         try:
             database.migrate(self.engine)
