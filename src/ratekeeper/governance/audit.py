@@ -8,6 +8,14 @@ DELETE on audit events (triggers, migration 0002); the chain catches a raw edit 
 them (a dropped trigger, a file edited by hand).
 
 Appending locks the ``registry_state`` row, so concurrent writers extend the chain one at a time.
+
+The chain alone is only self-consistent: someone with database access could append a forged event,
+cut the tail, or edit an event and re-chain everything after it, moving the head to match. So
+each write transaction ends by *sealing* the head: an HMAC of ``head:count`` under the server's
+signing key, which lives outside the database (``governance/signing.py``). ``verify`` checks the
+seal when it holds the key. What a seal cannot tell: a whole earlier state put back (head, count
+and seal of a day ago, with every later event deleted) — compare ``verify``'s head with one
+exported earlier (``audit verify`` prints it) to catch that.
 """
 
 from __future__ import annotations
@@ -20,7 +28,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ratekeeper.governance.signing import SigningKey
 from ratekeeper.store.tables import GENESIS, audit_events, registry_state
+
+SEAL_PURPOSE = "audit-head"
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,12 @@ class AuditVerification:
     checked: int
     first_bad_id: int | None = None
     reason: str | None = None
+    head: str | None = None
+    """The chain's head (the last event's hash): export it to compare with a later verify."""
+    sealed: bool | None = None
+    """True: the head's seal was checked with the key; None: it could not be (no key)."""
+    state_differences: tuple[str, ...] = ()
+    """Where the tables differ from the state the events rebuild (first one first)."""
 
 
 # Built once (a stage or alias move appends at least one event): building a statement costs
@@ -101,6 +118,26 @@ def append(
     return digest
 
 
+_SEAL_HEAD = (
+    sa.update(registry_state)
+    .where(registry_state.c.id == 1)
+    .values(audit_seal=sa.bindparam("seal"), audit_key_id=sa.bindparam("key_id"))
+)
+
+
+def seal_message(head: str, count: int) -> str:
+    return f"{head}:{count}"
+
+
+def seal_head(conn: sa.Connection, key: SigningKey) -> None:
+    """Seal the chain's current head with the server's key (the last step of a write)."""
+    head, count = conn.execute(_READ_HEAD).one()
+    conn.execute(
+        _SEAL_HEAD,
+        {"seal": key.seal(SEAL_PURPOSE, seal_message(head, count)), "key_id": key.key_id},
+    )
+
+
 def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     content = {
         "prev": prev_hash,
@@ -114,8 +151,8 @@ def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def verify(conn: sa.Connection) -> AuditVerification:
-    """Recompute the chain; name the first event that does not fit."""
+def verify(conn: sa.Connection, key: SigningKey | None) -> AuditVerification:
+    """Recompute the chain, then check the head's seal; name the first thing that does not fit."""
     expected_prev = GENESIS
     checked = 0
     last_id: int | None = None
@@ -134,25 +171,64 @@ def verify(conn: sa.Connection) -> AuditVerification:
             )
         expected_prev = row.hash
         last_id = row.id
-    state = conn.execute(sa.select(registry_state.c.audit_head, registry_state.c.audit_count)).one()
+    state = conn.execute(
+        sa.select(
+            registry_state.c.audit_head,
+            registry_state.c.audit_count,
+            registry_state.c.audit_seal,
+            registry_state.c.audit_key_id,
+        )
+    ).one()
     if state.audit_head != expected_prev or state.audit_count != checked:
         return AuditVerification(
             False,
             checked,
             last_id,
             f"events after it were deleted (the chain should hold {state.audit_count} events)",
+            head=expected_prev,
         )
-    return AuditVerification(True, checked)
+    if key is None:
+        return AuditVerification(
+            False,
+            checked,
+            None,
+            "the head's seal cannot be checked without the signing key "
+            "(RATEKEEPER_AUDIT_KEY_FILE): events appended, cut or re-chained with database "
+            "access alone would go unseen",
+            head=expected_prev,
+        )
+    if state.audit_key_id is not None and state.audit_key_id != key.key_id:
+        return AuditVerification(
+            False,
+            checked,
+            None,
+            f"the head was sealed with key {state.audit_key_id}, not with this key ({key.key_id})",
+            head=expected_prev,
+        )
+    if not key.check(SEAL_PURPOSE, seal_message(expected_prev, checked), state.audit_seal):
+        return AuditVerification(
+            False,
+            checked,
+            last_id,
+            "the head's seal does not match: events were appended, cut or re-chained "
+            "without the signing key",
+            head=expected_prev,
+            sealed=False,
+        )
+    return AuditVerification(True, checked, head=expected_prev, sealed=True)
 
 
 def events(
     conn: sa.Connection, *, model: str | None = None, limit: int | None = None
 ) -> list[AuditEvent]:
-    query = sa.select(audit_events).order_by(audit_events.c.id)
+    """The events, oldest first; with ``limit``, the latest ``limit`` events (oldest first)."""
+    query = sa.select(audit_events).order_by(audit_events.c.id.desc())
     if model is not None:
         query = query.where(audit_events.c.model == model)
     if limit is not None:
         query = query.limit(limit)
+    rows = list(conn.execute(query))
+    rows.reverse()
     return [
         AuditEvent(
             r.id,
@@ -167,7 +243,7 @@ def events(
             r.comment,
             r.hash,
         )
-        for r in conn.execute(query)
+        for r in rows
     ]
 
 

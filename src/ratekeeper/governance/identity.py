@@ -13,13 +13,21 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from ratekeeper.errors import ConflictError, InvalidInputError, NotFoundError
-from ratekeeper.store.tables import ROLES, tokens, user_roles, users
+from ratekeeper.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from ratekeeper.store.tables import ROLES, enrollments, tokens, user_roles, users
+
+ENROLLMENT_LIFETIME = timedelta(hours=72)
+"""How long a new user's enrollment code can be redeemed (once)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,14 @@ class User:
     roles: frozenset[str]
     created_by: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewUser(User):
+    """A user just added, with the one-time code they redeem for their own token."""
+
+    enrollment_code: str = field(default="", repr=False)
+    enrollment_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -53,25 +69,101 @@ def check_roles(roles: Iterable[str]) -> frozenset[str]:
 
 def add_user(conn: sa.Connection, name: str, roles: Iterable[str], actor: str) -> User:
     clean = check_roles(roles)
-    if not name or len(name) > 200:
-        raise InvalidInputError("a user name must be 1 to 200 characters")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or name != name.strip():
+        raise InvalidInputError("a user name must be 1 to 200 characters, without outer spaces")
+    if name == "policy" or name.startswith("sso:"):
+        raise InvalidInputError(f"{name!r} is reserved: choose another user name")
     if conn.execute(sa.select(users.c.id).where(users.c.name == name)).first() is not None:
         raise ConflictError(f"user {name!r} already exists")
     now = datetime.now(UTC)
     user_id = conn.execute(
         sa.insert(users).values(name=name, created_by=actor, created_at=now).returning(users.c.id)
     ).scalar_one()
-    conn.execute(sa.insert(user_roles), [{"user_id": user_id, "role": r} for r in sorted(clean)])
+    conn.execute(
+        sa.insert(user_roles),
+        [{"user_id": user_id, "role": r, "granted_by": actor} for r in sorted(clean)],
+    )
     return User(name, clean, actor, now)
 
 
-def set_roles(conn: sa.Connection, name: str, roles: Iterable[str]) -> User:
+def set_roles(conn: sa.Connection, name: str, roles: Iterable[str], actor: str) -> User:
+    """Replace a user's roles; a role kept keeps who granted it, a new one records ``actor``."""
     clean = check_roles(roles)
     user = get_user(conn, name)
     user_id = _user_id(conn, name)
-    conn.execute(sa.delete(user_roles).where(user_roles.c.user_id == user_id))
-    conn.execute(sa.insert(user_roles), [{"user_id": user_id, "role": r} for r in sorted(clean)])
+    conn.execute(
+        sa.delete(user_roles).where(
+            user_roles.c.user_id == user_id, user_roles.c.role.not_in(sorted(clean))
+        )
+    )
+    added = sorted(clean - user.roles)
+    if added:
+        conn.execute(
+            sa.insert(user_roles),
+            [{"user_id": user_id, "role": r, "granted_by": actor} for r in added],
+        )
     return User(name, clean, user.created_by, user.created_at)
+
+
+def role_grantors(conn: sa.Connection, name: str, role: str) -> tuple[str | None, str | None]:
+    """Who created the user, and who granted them ``role`` (None: no such user or role)."""
+    row = conn.execute(
+        sa.select(users.c.created_by, user_roles.c.granted_by)
+        .select_from(users.outerjoin(user_roles, user_roles.c.user_id == users.c.id))
+        .where(users.c.name == name, user_roles.c.role == role)
+    ).first()
+    return (row.created_by, row.granted_by) if row is not None else (None, None)
+
+
+def start_enrollment(
+    conn: sa.Connection, name: str, actor: str, lifetime: timedelta = ENROLLMENT_LIFETIME
+) -> tuple[str, datetime]:
+    """A one-time code for ``name`` (stored hashed), redeemable until the time returned."""
+    code = f"rke_{secrets.token_urlsafe(24)}"
+    now = datetime.now(UTC)
+    expires = now + lifetime
+    conn.execute(
+        sa.insert(enrollments).values(
+            user_id=_user_id(conn, name),
+            code_sha256=token_digest(code),
+            created_by=actor,
+            created_at=now,
+            expires_at=expires,
+        )
+    )
+    return code, expires
+
+
+def redeem_enrollment(conn: sa.Connection, code: str) -> str:
+    """The user a valid, unredeemed, unexpired code was made for; the code is used up.
+
+    PermissionDeniedError names why it was refused (the caller audits the refusal).
+    """
+    row = conn.execute(
+        sa.select(enrollments, users.c.name)
+        .join(users, users.c.id == enrollments.c.user_id)
+        .where(enrollments.c.code_sha256 == token_digest(code or ""))
+    ).first()
+    if row is None:
+        raise PermissionDeniedError("the enrollment code is unknown")
+    if row.redeemed_at is not None:
+        raise PermissionDeniedError(
+            f"the enrollment code for {row.name} was already redeemed: ask an admin for a new one"
+        )
+    now = datetime.now(UTC)
+    if row.expires_at <= now:
+        raise PermissionDeniedError(
+            f"the enrollment code for {row.name} expired at {row.expires_at:%Y-%m-%d %H:%M} UTC: "
+            "ask an admin for a new one"
+        )
+    done = conn.execute(
+        sa.update(enrollments)
+        .where(enrollments.c.id == row.id, enrollments.c.redeemed_at.is_(None))
+        .values(redeemed_at=now)
+    )
+    if done.rowcount != 1:  # redeemed by a concurrent call in between
+        raise PermissionDeniedError(f"the enrollment code for {row.name} was already redeemed")
+    return str(row.name)
 
 
 def get_user(conn: sa.Connection, name: str) -> User:

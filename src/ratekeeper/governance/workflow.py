@@ -18,13 +18,20 @@ import sqlalchemy as sa
 
 from ratekeeper.artifacts import LocalBlobStore
 from ratekeeper.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
-from ratekeeper.governance import audit
+from ratekeeper.governance import audit, identity
 from ratekeeper.governance import policy as policy_rules
+from ratekeeper.governance.session import ActingSession
 from ratekeeper.packaging.package import canonical_json
 from ratekeeper.registry import lifecycle, queries
 from ratekeeper.registry.entities import ModelVersion, Stage
 from ratekeeper.store import database
-from ratekeeper.store.tables import model_versions, models, promotion_requests, stage_transitions
+from ratekeeper.store.tables import (
+    model_versions,
+    models,
+    promotion_requests,
+    protected_aliases,
+    stage_transitions,
+)
 
 if TYPE_CHECKING:
     from ratekeeper.engine.scorer import Scorer
@@ -39,7 +46,8 @@ class PromotionRequest:
     id: int
     name: str
     version: int
-    stage: Stage
+    stage: Stage | None
+    """The stage asked for; None for a request to point a protected alias at the version."""
     status: str  # pending, approved, rejected, superseded
     artifact_digest: str
     gates_passed: bool
@@ -52,10 +60,17 @@ class PromotionRequest:
     decided_at: datetime | None
     decision_comment: str | None
     override: bool
+    alias: str | None = None
+    """The protected alias asked for (``champion``), or None for a stage request."""
+
+    @property
+    def target(self) -> str:
+        """What the request moves the version to: a stage, or ``@alias``."""
+        return f"@{self.alias}" if self.alias else self.stage.value if self.stage else ""
 
     def to_dict(self) -> dict[str, Any]:
         body = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        body["stage"] = self.stage.value
+        body["stage"] = self.stage.value if self.stage else None
         for key in ("requested_at", "decided_at"):
             body[key] = body[key].isoformat() if body[key] else None
         return body
@@ -73,9 +88,7 @@ class ProductionRecord:
     request: PromotionRequest | None
 
 
-class PromotionWorkflow:
-    engine: sa.Engine
-    user: str
+class PromotionWorkflow(ActingSession):
     blobs: LocalBlobStore
     gate_policy: GatePolicy
 
@@ -99,17 +112,18 @@ class PromotionWorkflow:
     ) -> PromotionRequest:
         """Ask to move a version; Staging and Production requests run the gates on ``holdout``.
 
-        ``target`` is the holdout's observed column (default: the version's registered target);
-        ``protected`` names a column the fairness indicator groups by (e.g. ``gender``).
+        ``stage`` is a stage, or ``"@alias"`` for a protected alias (``"@champion"``): such a
+        request runs the gates like Production and, once approved, points the alias at the
+        version. ``target`` is the holdout's observed column (default: the version's registered
+        target); ``protected`` names a column the fairness indicator groups by (e.g. ``gender``).
         A Staging request whose gates pass, and an Archived or None request by a deployer or
-        approver, take effect at once; a Production request waits for an approval.
+        approver, take effect at once; Production and alias requests wait for an approval.
         """
         from ratekeeper.validation.policy import prohibited_factors_used
 
-        goal = Stage.parse(stage)
+        goal, alias = _parse_target(stage)
         candidate = self.get_version(name, version)
-        with database.read_transaction(self.engine) as conn:
-            policy_rules.authorize(conn, self.user, "request")
+        self._read_access().require("request")
         prohibited = prohibited_factors_used(candidate.signature, self.gate_policy)
         if prohibited:
             raise InvalidInputError(
@@ -118,26 +132,50 @@ class PromotionWorkflow:
             )
         report: GateReport | None = None
         champion: int | None = None
-        if goal in GATED:
+        if alias is not None or goal in GATED:
             report, champion = self._run_gates(candidate, holdout, target, protected)
         report_digest = self.blobs.put(canonical_json(report.to_dict())) if report else None
         passed = report.passed if report is not None else True
-        with database.write_transaction(self.engine) as conn:
-            roles = policy_rules.authorize(conn, self.user, "request")
+        with self._write("request") as (conn, access):
             row = queries.version_row(conn, name, version)
             database.lock_model(conn, row.model_id)
+            if (
+                alias is not None
+                and conn.execute(
+                    sa.select(protected_aliases.c.alias).where(protected_aliases.c.alias == alias)
+                ).first()
+                is None
+            ):
+                raise InvalidInputError(
+                    f"alias {alias!r} is not protected: move it with set_alias (needs no request)"
+                )
+            duplicate = conn.execute(
+                sa.select(promotion_requests.c.id).where(
+                    promotion_requests.c.version_id == row.id,
+                    promotion_requests.c.status == "pending",
+                    promotion_requests.c.target_stage == goal.value
+                    if goal is not None
+                    else promotion_requests.c.target_alias == alias,
+                )
+            ).scalar()
+            if duplicate is not None:
+                raise ConflictError(
+                    f"request {duplicate} for {name} version {version} → "
+                    f"{goal.value if goal else '@' + str(alias)} is already pending"
+                )
             now = datetime.now(UTC)
             request_id = conn.execute(
                 sa.insert(promotion_requests)
                 .values(
                     version_id=row.id,
-                    target_stage=goal.value,
+                    target_stage=goal.value if goal is not None else None,
+                    target_alias=alias,
                     artifact_digest=row.artifact_digest,
                     status="pending",
                     gates_passed=passed,
                     report_digest=report_digest,
                     champion_version=champion,
-                    requested_by=self.user,
+                    requested_by=access.actor,
                     requested_at=now,
                     comment=comment,
                     override=False,
@@ -146,28 +184,31 @@ class PromotionWorkflow:
             ).scalar_one()
             audit.append(
                 conn,
-                actor=self.user,
+                actor=access.actor,
                 action="request",
                 model=name,
                 version=version,
                 target=f"request {request_id}",
                 comment=comment,
                 after={
-                    "stage": goal.value,
+                    "stage": goal.value if goal is not None else None,
+                    "alias": alias,
                     "gates_passed": passed,
                     "report": report_digest,
                     "champion": champion,
                 },
             )
-            governed = policy_rules.registry_policy(conn) == policy_rules.GOVERNED
-            may_move = not governed or bool(roles & policy_rules.PERMISSIONS["archive"])
-            if (goal == Stage.STAGING and passed) or (goal not in GATED and may_move):
+            governed = access.policy == policy_rules.GOVERNED
+            may_move = not governed or bool(access.roles & policy_rules.PERMISSIONS["archive"])
+            if goal is not None and (
+                (goal == Stage.STAGING and passed) or (goal not in GATED and may_move)
+            ):
                 self._decide(
                     conn, request_id, "approved", "policy", "applied by the policy", override=False
                 )
                 lifecycle.move_stage(
                     conn,
-                    self.user,
+                    access.actor,
                     name,
                     version,
                     goal,
@@ -217,12 +258,12 @@ class PromotionWorkflow:
 
         A request whose gates failed needs ``override=True`` from an admin (recorded).
         """
-        with database.write_transaction(self.engine) as conn:
+        with self._write(None) as (conn, access):
             request = self._pending(conn, request_id)
-            governed = policy_rules.registry_policy(conn) == policy_rules.GOVERNED
+            governed = access.policy == policy_rules.GOVERNED
             if governed:
-                policy_rules.authorize(conn, self.user, "approve")
-                self._four_eyes(conn, request)
+                access.require("approve")
+                _four_eyes(conn, access.actor, request)
             self._check_fresh(conn, request)
             if not request.gates_passed:
                 if not override:
@@ -231,44 +272,56 @@ class PromotionWorkflow:
                         "with override=True (recorded in the audit trail)"
                     )
                 if governed:
-                    policy_rules.authorize(conn, self.user, "override")
-            self._decide(conn, request_id, "approved", self.user, comment, override=override)
+                    access.require("override")
+            self._decide(conn, request_id, "approved", access.actor, comment, override=override)
             audit.append(
                 conn,
-                actor=self.user,
+                actor=access.actor,
                 action="override" if override else "approve",
                 model=request.name,
                 version=request.version,
                 target=f"request {request_id}",
                 comment=comment,
-                after={"stage": request.stage.value, "artifact": request.artifact_digest},
+                after={
+                    "stage": request.stage.value if request.stage else None,
+                    "alias": request.alias,
+                    "artifact": request.artifact_digest,
+                },
             )
-            note = f"request {request_id} approved by {self.user}"
-            lifecycle.move_stage(
-                conn,
-                self.user,
-                request.name,
-                request.version,
-                request.stage,
-                f"{note}: {comment}" if comment else note,
-                request_id=request_id,
-            )
+            if request.alias is not None:
+                lifecycle.set_alias(
+                    conn, access.actor, request.name, request.alias, request.version
+                )
+            else:
+                assert request.stage is not None
+                note = f"request {request_id} approved by {access.actor}"
+                lifecycle.move_stage(
+                    conn,
+                    access.actor,
+                    request.name,
+                    request.version,
+                    request.stage,
+                    f"{note}: {comment}" if comment else note,
+                    request_id=request_id,
+                )
             return _request(conn, request_id)
 
     def reject(self, request_id: int, *, comment: str | None = None) -> PromotionRequest:
-        with database.write_transaction(self.engine) as conn:
+        with self._write("reject") as (conn, access):
             request = self._pending(conn, request_id)
-            policy_rules.authorize(conn, self.user, "reject")
-            self._decide(conn, request_id, "rejected", self.user, comment, override=False)
+            self._decide(conn, request_id, "rejected", access.actor, comment, override=False)
             audit.append(
                 conn,
-                actor=self.user,
+                actor=access.actor,
                 action="reject",
                 model=request.name,
                 version=request.version,
                 target=f"request {request_id}",
                 comment=comment,
-                after={"stage": request.stage.value},
+                after={
+                    "stage": request.stage.value if request.stage else None,
+                    "alias": request.alias,
+                },
             )
             return _request(conn, request_id)
 
@@ -280,23 +333,11 @@ class PromotionWorkflow:
             raise ConflictError(f"request {request_id} is {request.status}, not pending")
         return request
 
-    def _four_eyes(self, conn: sa.Connection, request: PromotionRequest) -> None:
-        creator = queries.version_row(conn, request.name, request.version).created_by
-        if self.user == creator:
-            raise PermissionDeniedError(
-                f"four-eyes: {self.user} created {request.name} version {request.version} "
-                "and may not approve its promotion"
-            )
-        if self.user == request.requested_by:
-            raise PermissionDeniedError(
-                f"four-eyes: {self.user} requested this promotion and may not approve it"
-            )
-
     def _check_fresh(self, conn: sa.Connection, request: PromotionRequest) -> None:
         row = queries.version_row(conn, request.name, request.version)
         if row.artifact_digest != request.artifact_digest:
             raise ConflictError(f"request {request.id} is stale: the artifact changed")
-        if request.stage in GATED:
+        if request.alias is not None or request.stage in GATED:
             current = queries.production_version(conn, row.model_id)
             if current != request.champion_version and current != request.version:
                 raise ConflictError(
@@ -377,6 +418,35 @@ class PromotionWorkflow:
             return ProductionRecord(name, when, current.version, current.at, current.actor, request)
 
 
+def _four_eyes(conn: sa.Connection, approver: str, request: PromotionRequest) -> None:
+    """The approver is neither the version's creator nor the requester, nor an account either
+    of them created or gave the approver role to (a puppet)."""
+    creator = queries.version_row(conn, request.name, request.version).created_by
+    if approver == creator:
+        raise PermissionDeniedError(
+            f"four-eyes: {approver} created {request.name} version {request.version} "
+            "and may not approve its promotion"
+        )
+    if approver == request.requested_by:
+        raise PermissionDeniedError(
+            f"four-eyes: {approver} requested this promotion and may not approve it"
+        )
+    made_by, granted_by = identity.role_grantors(conn, approver, "approver")
+    for who in {creator, request.requested_by} & {made_by, granted_by}:
+        raise PermissionDeniedError(
+            f"four-eyes: {who} created the account {approver} or gave it the approver role, "
+            f"so {approver} may not approve {who}'s work"
+        )
+
+
+def _parse_target(stage: str | Stage) -> tuple[Stage | None, str | None]:
+    if isinstance(stage, str) and stage.startswith("@"):
+        from ratekeeper.registry.uri import check_alias
+
+        return None, check_alias(stage[1:])
+    return Stage.parse(stage), None
+
+
 def _request_query() -> sa.Select[Any]:
     return (
         sa.select(promotion_requests, models.c.name, model_versions.c.version)
@@ -397,7 +467,7 @@ def _to_request(row: Any) -> PromotionRequest:
         id=row.id,
         name=row.name,
         version=row.version,
-        stage=Stage(row.target_stage),
+        stage=Stage(row.target_stage) if row.target_stage else None,
         status=row.status,
         artifact_digest=row.artifact_digest,
         gates_passed=row.gates_passed,
@@ -410,4 +480,5 @@ def _to_request(row: Any) -> PromotionRequest:
         decided_at=row.decided_at,
         decision_comment=row.decision_comment,
         override=row.override,
+        alias=row.target_alias,
     )

@@ -12,12 +12,18 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from ratekeeper.errors import ConflictError, NotFoundError
+from ratekeeper.errors import ConflictError, NotFoundError, PermissionDeniedError
 from ratekeeper.governance import audit
 from ratekeeper.registry import queries
 from ratekeeper.registry.entities import ModelVersion, Stage
 from ratekeeper.store import database
-from ratekeeper.store.tables import aliases, model_versions, stage_transitions
+from ratekeeper.store.tables import (
+    aliases,
+    model_versions,
+    promotion_requests,
+    protected_aliases,
+    stage_transitions,
+)
 
 # Built once: a move runs about ten statements, and building each afresh (with its cache key)
 # cost several times what SQLite takes to run it. Values not named by a bind parameter are
@@ -37,6 +43,14 @@ _ALIAS_TARGET = (
 _INSERT_ALIAS = sa.insert(aliases)
 _MOVE_ALIAS = sa.update(aliases).where(
     aliases.c.model_id == sa.bindparam("mid"), aliases.c.alias == sa.bindparam("name")
+)
+_IS_PROTECTED = sa.select(protected_aliases.c.alias).where(
+    protected_aliases.c.alias == sa.bindparam("alias")
+)
+_APPROVED_FOR_ALIAS = sa.select(promotion_requests.c.id).where(
+    promotion_requests.c.version_id == sa.bindparam("vid"),
+    promotion_requests.c.target_alias == sa.bindparam("alias"),
+    promotion_requests.c.status == "approved",
 )
 _DELETE_ALIAS = sa.delete(aliases).where(
     aliases.c.model_id == sa.bindparam("mid"), aliases.c.alias == sa.bindparam("name")
@@ -130,6 +144,19 @@ def set_alias(conn: sa.Connection, actor: str, name: str, alias: str, version: i
         bump_generation=True,
     )
     return queries.to_version(conn, row)
+
+
+def check_protected_alias(conn: sa.Connection, name: str, alias: str, version: int) -> None:
+    """PermissionDeniedError unless ``alias`` is unprotected or an approved request pointed it
+    at ``version`` (the database's trigger refuses the same; this says it clearly)."""
+    if conn.execute(_IS_PROTECTED, {"alias": alias}).first() is None:
+        return
+    row = queries.version_row(conn, name, version)
+    if conn.execute(_APPROVED_FOR_ALIAS, {"vid": row.id, "alias": alias}).first() is None:
+        raise PermissionDeniedError(
+            f"alias {alias!r} is protected: it moves to {name} version {version} through an "
+            f"approved request (request_promotion({name!r}, {version}, '@{alias}', holdout=...))"
+        )
 
 
 def delete_alias(conn: sa.Connection, actor: str, name: str, alias: str) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import getpass
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -23,9 +25,12 @@ from ratekeeper.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from ratekeeper.governance import audit, identity, signing
+from ratekeeper.governance import audit, signing
+from ratekeeper.governance import identity as identity_rules
 from ratekeeper.governance import policy as policy_rules
 from ratekeeper.governance.admin import IdentityAndAudit
+from ratekeeper.governance.identity import User
+from ratekeeper.governance.policy import Credential
 from ratekeeper.governance.signing import SigningKey
 from ratekeeper.governance.workflow import PromotionWorkflow
 from ratekeeper.packaging import lineage
@@ -54,61 +59,155 @@ def _now() -> datetime:
 class Registry(PromotionWorkflow, IdentityAndAudit):
     """A model registry: embedded (SQLite + local folder) by default, PostgreSQL by URL.
 
-    ``Registry()`` opens (creating if needed) the embedded registry under ``$RATEKEEPER_HOME``
-    (default ``./.ratekeeper``). ``uri`` may be a folder, a ``sqlite:///`` URL or a
-    ``postgresql+psycopg://`` URL. ``artifacts`` overrides where artifact blobs are stored;
-    by default a registry remembers the folder it was created with.
+    ``Registry()`` opens the embedded registry under ``$RATEKEEPER_HOME`` (default
+    ``./.ratekeeper``); ``Registry.create(...)`` makes a new one. ``uri`` may be a folder, a
+    ``sqlite:///`` URL or a ``postgresql+psycopg://`` URL. ``artifacts`` overrides where artifact
+    blobs are stored; by default a registry remembers the folder it was created with.
+
+    ``token`` (or ``$RATEKEEPER_TOKEN``) is the credential behind writes: in a governed registry a
+    write without one is refused. ``user`` names the actor for reads and in open registries.
     """
 
     def __init__(
         self,
         uri: str | Path | None = None,
         *,
+        token: str | None = None,
         artifacts: str | Path | None = None,
         user: str | None = None,
         settings: Settings | None = None,
-        policy: str | None = None,
         gate_policy: GatePolicy | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.gate_policy = gate_policy or GatePolicy()
-        self.user = user or self.settings.user
-        uri = uri if uri is not None else self.settings.registry_uri
-        home = self.settings.home
-        if uri is None or (isinstance(uri, Path) or "://" not in str(uri)):
-            home = Path(uri) if uri is not None else home
-            url = f"sqlite:///{(home / 'registry.db').resolve()}"
-        else:
-            url = str(uri)
-        self.url = url
-        embedded = url.startswith("sqlite:///") and home is not None
+        self.url, key_file = _locate(uri, self.settings)
         self.signing_key: SigningKey | None = signing.resolve_key(
-            self.settings.audit_key,
-            self.settings.audit_key_file,
-            home / "audit.key" if embedded else None,
-            create=embedded,
+            self.settings.audit_key, self.settings.audit_key_file, key_file, create=False
         )
-        """The server's key that seals the audit head and the ledger (None: not configured)."""
-        self.engine = database.create_engine(url)
-        try:
-            database.migrate(self.engine)
-        except sa.exc.OperationalError as exc:
-            raise InvalidInputError(
-                f"cannot open the registry at {_redact(url)}: {exc.orig}"
-            ) from None
+        """The key that seals the audit head and the ledger (None: this process has none)."""
+        self.engine = database.create_engine(self.url)
+        recorded = _open_existing(self.engine, self.url)
         if artifacts is not None:
             self.settings = replace(self.settings, artifact_root=Path(artifacts))
-        self.blobs = LocalBlobStore(self._artifact_root(home / "artifacts", policy))
+        explicit = self.settings.artifact_root
+        self.blobs = LocalBlobStore(Path(explicit) if explicit else Path(recorded.artifact_root))
+        self._os_account = os_account()
+        self._credential = self._credential_from(token or self.settings.token, user)
+
+    @classmethod
+    def create(
+        cls,
+        uri: str | Path | None = None,
+        *,
+        admin: str,
+        policy: str = DEFAULT_POLICY,
+        identity: str = "token",
+        artifacts: str | Path | None = None,
+        settings: Settings | None = None,
+        gate_policy: GatePolicy | None = None,
+    ) -> tuple[Registry, str]:
+        """Create a registry; ``admin`` is its first admin. Returns it, acting as that admin,
+        and the admin's token (shown once).
+
+        ``identity="os"`` lets a governed registry take the OS account as the actor instead of a
+        token: honest-user governance for one person on a laptop (anyone who can run code as
+        another OS user, or edit the files, can act as them). An embedded registry gets a new
+        signing key in ``audit.key`` beside ``registry.db`` (0600); a registry on a database
+        server needs one given (``RATEKEEPER_AUDIT_KEY_FILE``), kept outside the database.
+        """
+        settings = settings or Settings.from_env()
+        chosen = policy_rules.check_policy(policy)
+        if identity not in ("token", "os"):
+            raise InvalidInputError(f"unknown identity {identity!r}: use token or os")
+        if not isinstance(admin, str) or not admin.strip():
+            raise InvalidInputError("name the registry's first admin: create(..., admin='name')")
+        url, key_file = _locate(uri, settings)
+        key = signing.resolve_key(
+            settings.audit_key, settings.audit_key_file, key_file, create=key_file is not None
+        )
+        if key is None:
+            raise InvalidInputError(
+                "a registry on a database server needs a signing key kept outside the database: "
+                "write one with `ratekeeper keygen FILE` and set RATEKEEPER_AUDIT_KEY_FILE"
+            )
+        engine = database.create_engine(url)
+        try:
+            if _current_state(engine) is not None:
+                raise ConflictError(f"a registry already exists at {_redact(url)}")
+            _migrate(engine, url)
+            root = Path(artifacts) if artifacts is not None else settings.artifact_root
+            root = root or _default_home(uri, settings) / "artifacts"
+            with database.write_transaction(engine) as conn:
+                created = database.insert_ignoring_conflict(
+                    conn,
+                    registry_state,
+                    {
+                        "id": 1,
+                        "generation": 0,
+                        "created_at": _now(),
+                        "policy": chosen,
+                        "identity": identity,
+                        "artifact_root": str(Path(root).resolve()),
+                    },
+                )
+                if not created:
+                    raise ConflictError(f"a registry already exists at {_redact(url)}")
+                identity_rules.add_user(conn, admin, ["admin"], admin)
+                audit.append(
+                    conn,
+                    actor=admin,
+                    action="registry.create",
+                    after={"policy": chosen, "identity": identity, "admin": admin},
+                )
+                plain, info = identity_rules.create_token(conn, admin, admin, "first admin")
+                audit.append(
+                    conn,
+                    actor=admin,
+                    action="token.create",
+                    target=admin,
+                    after={"prefix": info.prefix, "description": "first admin"},
+                )
+                audit.seal_head(conn, key)
+        finally:
+            engine.dispose()
+        _restrict(url)
+        registry = cls(
+            uri, token=plain, artifacts=artifacts, settings=settings, gate_policy=gate_policy
+        )
+        return registry, plain
+
+    def _credential_from(self, token: str | None, user: str | None) -> Credential:
+        if not token:
+            return Credential("declared", user or self.settings.user)
+        if not isinstance(token, str):
+            raise InvalidInputError("token must be a string")
+        sso = self._single_sign_on()
+        if sso is not None and sso.looks_like_jwt(token):
+            person = sso.authenticate(token)
+            return Credential("verified", person.name, roles=person.roles)
+        with database.read_transaction(self.engine) as conn:
+            access = policy_rules.access(conn, Credential("token", "", token), self._os_account)
+        return Credential("token", access.actor, token)
+
+    def _single_sign_on(self) -> Any:
+        return None  # wired to governance.sso when the settings configure a provider
 
     def as_user(self, user: str) -> Registry:
-        """The same registry (same engine and artifacts), acting as another user."""
+        """The same registry acting as a *declared* name: reads, and writes in open registries.
+
+        In a governed registry a declared name authorizes no write (use a token).
+        """
         twin = copy.copy(self)
-        twin.user = user
+        twin._credential = Credential("declared", user)
         return twin
 
-    def protected_aliases(self) -> frozenset[str]:
-        """Aliases that move only through an approved request (``champion`` by default)."""
-        return policy_rules.PROTECTED_ALIASES
+    def on_behalf_of(self, user: User) -> Registry:
+        """The same registry acting as a user this process authenticated itself (the rating
+        server, after checking a bearer token or an SSO token)."""
+        twin = copy.copy(self)
+        sso = user.created_by.startswith("sso:")
+        twin._credential = Credential("verified", user.name, roles=user.roles if sso else None)
+        return twin
 
     @property
     def policy(self) -> str:
@@ -121,41 +220,6 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
 
     def close(self) -> None:
         self.engine.dispose()
-
-    def _artifact_root(self, default: Path, policy: str | None) -> Path:
-        """Create the registry's state on first open: artifact folder, policy, first admin."""
-        explicit = self.settings.artifact_root
-        with database.read_transaction(self.engine) as conn:
-            recorded = conn.execute(sa.select(registry_state)).first()
-        if recorded is None:
-            chosen = policy_rules.check_policy(policy or DEFAULT_POLICY)
-            with database.write_transaction(self.engine) as conn:
-                created = database.insert_ignoring_conflict(
-                    conn,
-                    registry_state,
-                    {
-                        "id": 1,
-                        "generation": 0,
-                        "created_at": _now(),
-                        "policy": chosen,
-                        "artifact_root": str((explicit or default).resolve()),
-                    },
-                )
-                if created and not identity.list_users(conn):  # the creator is the first admin
-                    identity.add_user(conn, self.user, ["admin"], self.user)
-                    audit.append(
-                        conn,
-                        actor=self.user,
-                        action="registry.create",
-                        after={"policy": chosen, "admin": self.user},
-                    )
-                recorded = conn.execute(sa.select(registry_state)).one()
-        elif policy is not None and policy != recorded.policy:
-            self.engine.dispose()
-            raise ConflictError(
-                f"this registry was created {recorded.policy}; its policy cannot become {policy}"
-            )
-        return Path(explicit) if explicit else Path(recorded.artifact_root)
 
     # -- registering ------------------------------------------------------------------------
     def register_model(
@@ -215,10 +279,9 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
             self.blobs.put(data)
         digest = self.blobs.put(package.manifest_bytes)
         now = _now()
-        with database.write_transaction(self.engine) as conn:
-            policy_rules.authorize(conn, self.user, "register")
+        with self._write("register") as (conn, access):
             database.insert_ignoring_conflict(
-                conn, models, {"name": name, "created_by": self.user, "created_at": now}
+                conn, models, {"name": name, "created_by": access.actor, "created_at": now}
             )
             model_id = queries.model_id(conn, name)
             database.lock_model(conn, model_id)
@@ -238,7 +301,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
                     artifact_digest=digest,
                     artifact_size=package.size,
                     description=description,
-                    created_by=self.user,
+                    created_by=access.actor,
                     created_at=now,
                     stage=Stage.NONE.value,
                     stage_changed_at=now,
@@ -256,7 +319,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
                 )
             audit.append(
                 conn,
-                actor=self.user,
+                actor=access.actor,
                 action="register",
                 model=name,
                 version=number,
@@ -275,8 +338,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         ``request_promotion`` (and ``approve``); this moves versions to Archived or None.
         """
         target = Stage.parse(stage)
-        with database.write_transaction(self.engine) as conn:
-            access = policy_rules.access(conn, self.user)  # the policy and roles, one query
+        with self._write(None) as (conn, access):
             if access.policy == policy_rules.GOVERNED and target in (
                 Stage.STAGING,
                 Stage.PRODUCTION,
@@ -286,7 +348,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
                     "request (request_promotion, then approve by a second person)"
                 )
             access.require("archive")
-            return lifecycle.move_stage(conn, self.user, name, version, target, comment)
+            return lifecycle.move_stage(conn, access.actor, name, version, target, comment)
 
     def rollback(self, name: str, *, comment: str | None = None) -> ModelVersion:
         """The kill switch: put the previous Production version back, in one transaction.
@@ -295,21 +357,25 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         was moved to Production; the current one is archived. Rolling back twice returns to
         where you started (like ``kubectl rollout undo``).
         """
-        with database.write_transaction(self.engine) as conn:
-            policy_rules.authorize(conn, self.user, "rollback")
-            return lifecycle.rollback(conn, self.user, name, comment)
+        with self._write("rollback") as (conn, access):
+            return lifecycle.rollback(conn, access.actor, name, comment)
 
     def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
-        """Point ``alias`` (e.g. ``champion``) at a version, moving it if it pointed elsewhere."""
+        """Point ``alias`` (e.g. ``challenger``) at a version, moving it if it pointed elsewhere.
+
+        In a governed registry a protected alias (``champion``) moves through an approved
+        request (``request_promotion(name, N, "@champion", holdout=...)``); here it may only go
+        back to a version an approved request pointed it at before (a rollback).
+        """
         check_alias(alias)
-        with database.write_transaction(self.engine) as conn:
-            policy_rules.authorize(conn, self.user, "alias")
-            return lifecycle.set_alias(conn, self.user, name, alias, version)
+        with self._write("alias") as (conn, access):
+            if access.policy == policy_rules.GOVERNED:
+                lifecycle.check_protected_alias(conn, name, alias, version)
+            return lifecycle.set_alias(conn, access.actor, name, alias, version)
 
     def delete_alias(self, name: str, alias: str) -> None:
-        with database.write_transaction(self.engine) as conn:
-            policy_rules.authorize(conn, self.user, "alias")
-            lifecycle.delete_alias(conn, self.user, name, alias)
+        with self._write("alias") as (conn, access):
+            lifecycle.delete_alias(conn, access.actor, name, alias)
 
     # -- reading ----------------------------------------------------------------------------
     def list_models(self) -> list[RegisteredModel]:
@@ -446,6 +512,84 @@ def _check_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
             raise InvalidInputError(f"tag key {key!r} must be a non-empty string (at most 200)")
         clean[key] = str(value)
     return clean
+
+
+def os_account() -> str:
+    """The OS account running this process (never ``RATEKEEPER_USER``)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, e.g. an arbitrary container uid
+        return f"uid:{os.getuid()}"
+
+
+def _default_home(uri: str | Path | None, settings: Settings) -> Path:
+    if uri is not None and (isinstance(uri, Path) or "://" not in str(uri)):
+        return Path(uri)
+    return settings.home
+
+
+def _locate(uri: str | Path | None, settings: Settings) -> tuple[str, Path | None]:
+    """The database URL, and the default signing-key file (an embedded registry's only)."""
+    uri = uri if uri is not None else settings.registry_uri
+    if uri is None or isinstance(uri, Path) or "://" not in str(uri):
+        home = Path(uri) if uri is not None else settings.home
+        database_file = (home / "registry.db").resolve()
+        return f"sqlite:///{database_file}", database_file.parent / "audit.key"
+    url = str(uri)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        return url, Path(url.removeprefix("sqlite:///")).resolve().parent / "audit.key"
+    return url, None
+
+
+def _current_state(engine: sa.Engine) -> Any:
+    """The registry_state row, or None where no registry was created."""
+    try:
+        with database.read_transaction(engine) as conn:
+            if not sa.inspect(conn).has_table("registry_state"):
+                return None
+            return conn.execute(sa.select(registry_state)).first()
+    except sa.exc.OperationalError as exc:
+        raise InvalidInputError(
+            f"cannot open the registry at {_redact(str(engine.url))}: {exc.orig}"
+        ) from None
+
+
+def _migrate(engine: sa.Engine, url: str) -> None:
+    try:
+        database.migrate(engine)
+    except sa.exc.OperationalError as exc:
+        raise InvalidInputError(f"cannot open the registry at {_redact(url)}: {exc.orig}") from None
+
+
+def _open_existing(engine: sa.Engine, url: str) -> Any:
+    """Open a registry that exists (upgrading its schema); never create one on a read."""
+    database_file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    if database_file is not None and not Path(database_file).exists():
+        engine.dispose()
+        raise NotFoundError(
+            f"no registry at {Path(database_file).parent}: create one with "
+            "`ratekeeper init --admin NAME` (or rk.Registry.create(..., admin=NAME))"
+        )
+    if _current_state(engine) is None:
+        engine.dispose()
+        raise NotFoundError(
+            f"no registry in {_redact(url)}: create one with `ratekeeper init --admin NAME` "
+            "(or rk.Registry.create(..., admin=NAME))"
+        )
+    _migrate(engine, url)
+    with database.read_transaction(engine) as conn:
+        return conn.execute(sa.select(registry_state)).one()
+
+
+def _restrict(url: str) -> None:
+    """An embedded registry's database is for its owner only (0600; its folder 0700)."""
+    if not url.startswith("sqlite:///"):
+        return
+    database_file = Path(url.removeprefix("sqlite:///"))
+    for path in (database_file, Path(f"{database_file}-wal"), Path(f"{database_file}-shm")):
+        if path.exists():
+            path.chmod(0o600)
+    database_file.parent.chmod(0o700)
 
 
 def _redact(url: str) -> str:

@@ -61,8 +61,16 @@ registry_state = sa.Table(
     # The audit chain's head, kept with the counter so that a deleted tail is detected too.
     sa.Column("audit_head", sa.String(64), nullable=False, server_default=GENESIS),
     sa.Column("audit_count", sa.BigInteger, nullable=False, server_default="0"),
+    # token (every governed write needs a credential) or os (the OS account: honest-user
+    # governance for one person on a laptop); chosen at creation (migration 0003).
+    sa.Column("identity", sa.String(10), nullable=False, server_default="token"),
+    # The id of the key that seals the head (the key itself lives outside the database), and
+    # the head's seal: HMAC of "head:count".
+    sa.Column("audit_key_id", sa.String(16), nullable=True),
+    sa.Column("audit_seal", sa.String(64), nullable=True),
     sa.CheckConstraint("id = 1", name="single_row"),
     sa.CheckConstraint("policy IN ('governed', 'open')", name="policy_known"),
+    sa.CheckConstraint("identity IN ('token', 'os')", name="identity_known"),
 )
 
 models = sa.Table(
@@ -158,6 +166,7 @@ user_roles = sa.Table(
     metadata,
     sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), primary_key=True),
     sa.Column("role", sa.String(20), primary_key=True),
+    sa.Column("granted_by", sa.String(200), nullable=True),  # NULL: granted before 0003
     sa.CheckConstraint(
         "role IN ('modeller', 'approver', 'deployer', 'viewer', 'admin')", name="role_known"
     ),
@@ -182,7 +191,9 @@ promotion_requests = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False),
-    sa.Column("target_stage", sa.String(20), nullable=False),
+    # A request moves a version to a stage, or points a protected alias at it (one of the two).
+    sa.Column("target_stage", sa.String(20), nullable=True),
+    sa.Column("target_alias", sa.String(100), nullable=True),
     # The approval is bound to this exact artifact.
     sa.Column("artifact_digest", sa.String(64), nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
@@ -202,7 +213,32 @@ promotion_requests = sa.Table(
     sa.CheckConstraint(
         "target_stage IN ('None', 'Staging', 'Production', 'Archived')", name="stage_known"
     ),
+    sa.CheckConstraint("(target_stage IS NULL) <> (target_alias IS NULL)", name="one_target"),
     sa.Index("ix_promotion_requests_version_id", "version_id"),
+)
+
+# -- trust (migration 0003) ------------------------------------------------------------------
+
+# One-time codes with which a new user obtains their own token (an admin never holds it).
+enrollments = sa.Table(
+    "enrollments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("code_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("redeemed_at", UTCDateTime, nullable=True),
+)
+
+# Aliases that move only through an approved request (champion from the start).
+protected_aliases = sa.Table(
+    "protected_aliases",
+    metadata,
+    sa.Column("alias", sa.String(100), primary_key=True),
+    sa.Column("protected_by", sa.String(200), nullable=False),
+    sa.Column("protected_at", UTCDateTime, nullable=False),
 )
 
 audit_events = sa.Table(
