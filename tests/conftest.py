@@ -16,6 +16,7 @@ import pytest
 
 import ratekeeper
 from pg import PostgresServer, unavailable_reason
+from registries import TEST_KEY, open_registry
 from ratekeeper.synthetic import (
     CATEGORICAL_FACTORS,
     NUMERIC_FACTORS,
@@ -42,8 +43,14 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh, empty database on the test server, dropped after the test."""
+def postgres_url(
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A fresh, empty database on the test server, dropped after the test.
+
+    A registry on a database server needs a signing key outside the database: the test key.
+    """
+    monkeypatch.setenv("RATEKEEPER_AUDIT_KEY", TEST_KEY)
     name = postgres_server.create_database()
     yield postgres_server.url(name)
     # A connection the test left open is reported now, against this test, not by a later one.
@@ -66,9 +73,7 @@ def registry(registry_uri: str | Path, tmp_path: Path) -> Iterator[ratekeeper.Re
     Its policy is ``open`` (direct stage moves allowed): the store's contract, without the
     governance workflow on top.
     """
-    opened = ratekeeper.Registry(
-        registry_uri, artifacts=tmp_path / "artifacts", user="alice", policy="open"
-    )
+    opened = open_registry(registry_uri, user="alice", artifacts=tmp_path / "artifacts")
     yield opened
     opened.close()
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import ratekeeper as rk
+from registries import open_registry
 from ratekeeper.demo import train_gbm, train_glm
 from ratekeeper.synthetic import RATING_FACTORS, motor_portfolio
 
@@ -14,7 +15,7 @@ MODEL = "motor_frequency"
 
 def make_registry(folder: Path, n_policies: int = 3000) -> tuple[rk.Registry, Any]:
     book = motor_portfolio(n_policies, seed=21)
-    registry = rk.Registry(folder, user="modeller", policy="open")
+    registry = open_registry(folder, user="modeller")
     glm = train_glm(book)
     registry.register_model(
         glm, MODEL, training_data=book, exposure="exposure", id_column="policy_id"
@@ -48,7 +49,7 @@ def policies(book: Any, n: int) -> list[dict[str, Any]]:
 def glm_and_gbm(folder: Path, n_policies: int = 3000, seed: int = 8) -> tuple[rk.Registry, Any]:
     """An open registry with version 1 a GLM and version 2 a 30-tree GBM of MODEL, no stages."""
     book = motor_portfolio(n_policies, seed=seed)
-    registry = rk.Registry(folder, user="m", policy="open")
+    registry = open_registry(folder, user="m")
     for model in (train_glm(book), train_gbm(book, n_trees=30)):
         registry.register_model(
             model, MODEL, training_data=book, exposure="exposure", id_column="policy_id"

@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 import ratekeeper as rk
+from registries import open_registry
 from ratekeeper.cli.main import main
 from ratekeeper.demo import train_glm
 from ratekeeper.monitoring.ae import actual_vs_expected, gamma_quantile, garwood_interval
@@ -38,7 +39,7 @@ def test_garwood_intervals_match_the_published_values() -> None:
 def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ae")
     book = motor_portfolio(4000, seed=8)
-    registry = rk.Registry(folder, user="modeller", policy="open")
+    registry = open_registry(folder, user="modeller")
     registry.register_model(train_glm(book), "freq", training_data=book, exposure="exposure")
     scorer = registry.load_model("models:/freq/1")
     registry.close()

@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 import ratekeeper as rk
+from registries import open_registry
 from ratekeeper.demo import train_glm
 
 MODEL = "motor_frequency"
@@ -13,9 +14,7 @@ MODEL = "motor_frequency"
 
 @pytest.fixture
 def registry(registry_uri, tmp_path, portfolio):
-    registry = rk.Registry(
-        registry_uri, artifacts=tmp_path / "artifacts", user="root", policy="open"
-    )
+    registry = open_registry(registry_uri, artifacts=tmp_path / "artifacts", user="root")
     train = portfolio.iloc[:1500]
     registry.register_model(train_glm(train), MODEL, training_data=train, exposure="exposure")
     registry.register_model(

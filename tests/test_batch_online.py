@@ -11,6 +11,7 @@ import pytest
 from tests.server_process import rating_server, request
 
 import ratekeeper as rk
+from registries import open_registry
 from ratekeeper.demo import train_gbm, train_glm
 from ratekeeper.synthetic import motor_portfolio
 
@@ -23,7 +24,7 @@ STRINGS = ("area", "fuel", "cover")
 def world(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("online")
     book = motor_portfolio(3000, seed=8)
-    registry = rk.Registry(folder, user="m", policy="open")
+    registry = open_registry(folder, user="m")
     registry.register_model(train_glm(book), MODEL, training_data=book, exposure="exposure")
     registry.register_model(
         train_gbm(book, n_trees=60), MODEL, training_data=book, exposure="exposure"

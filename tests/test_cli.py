@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import ratekeeper as rk
+from registries import open_registry
 from ratekeeper.cli.main import main
 from ratekeeper.demo import train_glm
 from ratekeeper.synthetic import motor_portfolio
@@ -29,7 +30,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 @pytest.fixture()
 def home(tmp_path) -> Path:
     book = motor_portfolio(3000, seed=2)
-    registry = rk.Registry(tmp_path, user="modeller", policy="open")
+    registry = open_registry(tmp_path, user="modeller")
     model = train_glm(book)
     registry.register_model(
         model,

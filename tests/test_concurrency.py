@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from registries import open_registry
 from ratekeeper import ModelVersion, RatekeeperError, Registry, Stage
 from ratekeeper.packaging.package import Package, build_package, load_package
 
@@ -40,7 +41,7 @@ def _open(url: str, artifacts: str, digest: str, user: str) -> tuple[Registry, P
 
 def open_registry(url: str, artifacts: str, start: Any) -> None:
     start.wait(TIMEOUT_S)
-    Registry(url, artifacts=artifacts, user="opener", policy="open").close()
+    open_registry(url, artifacts=artifacts, user="opener").close()
 
 
 def register_many(

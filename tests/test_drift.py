@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import ratekeeper as rk
+from registries import open_registry
 from ratekeeper.cli.main import main
 from ratekeeper.cli.monitoring_commands import parse_since
 from ratekeeper.demo import train_glm
@@ -170,7 +171,7 @@ def test_missing_columns_and_exposure_are_named() -> None:
 def home(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("drift")
     book = motor_portfolio(4000, seed=5)
-    registry = rk.Registry(folder, user="modeller", policy="open")
+    registry = open_registry(folder, user="modeller")
     registry.register_model(train_glm(book), "freq", training_data=book, exposure="exposure")
     registry.close()
     pq.write_table(pa.Table.from_pandas(book, preserve_index=False), folder / "train.parquet")

@@ -9,6 +9,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 import ratekeeper as rk
+from registries import open_registry
 from ratekeeper.monitoring import drift
 from shared_data import read_portfolio
 
@@ -38,7 +39,7 @@ def scorer(tmp_path_factory):
         ]
     )
     model.fit(book[CATEGORICAL + NUMERIC], book["claim_nb"])
-    registry = rk.Registry(tmp_path_factory.mktemp("pg17"), user="modeller", policy="open")
+    registry = open_registry(tmp_path_factory.mktemp("pg17"), user="modeller")
     registry.register_model(
         model, "pg17", training_data=book[[*CATEGORICAL, *NUMERIC, "claim_nb"]], target="claim_nb"
     )

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 import ratekeeper as rk
+from registries import open_registry
 from ratekeeper.demo import train_glm
 
 MODEL = "motor_frequency"
@@ -56,7 +57,7 @@ def test_a_new_registry_is_governed_and_its_creator_is_admin(registry_uri, tmp_p
     assert [(u.name, sorted(u.roles)) for u in registry.list_users()] == [("founder", ["admin"])]
     registry.close()
     with pytest.raises(rk.ConflictError, match="created governed; its policy cannot become open"):
-        rk.Registry(registry_uri, artifacts=tmp_path / "a", policy="open")
+        open_registry(registry_uri, artifacts=tmp_path / "a")
 
 
 def test_production_needs_an_approval_by_a_second_person(team, holdout) -> None:

@@ -18,6 +18,7 @@ from tests.http_helpers import MODEL, policies
 from tests.server_process import rating_server, request
 
 import ratekeeper as rk
+from registries import open_registry
 
 SWAP_WINDOW = 1.0  # seconds a server may keep answering with the version it had
 
@@ -28,7 +29,7 @@ def world(tmp_path):
     from ratekeeper.synthetic import motor_portfolio
 
     book = motor_portfolio(2000, seed=4)
-    registry = rk.Registry(tmp_path, user="modeller", policy="open")
+    registry = open_registry(tmp_path, user="modeller")
     glm = train_glm(book)
     for i in range(3):  # three versions with (slightly) different training data
         registry.register_model(
