@@ -30,6 +30,7 @@ STATUS = {
     "bad_request": 400,
     "payload_too_large": 413,
     "method_not_allowed": 405,
+    "rate_limited": 429,
 }
 
 

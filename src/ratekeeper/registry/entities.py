@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -41,6 +42,29 @@ class RegisteredModel:
     latest_version: int
     production_version: int | None
     aliases: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "latest_version": self.latest_version,
+            "production_version": self.production_version,
+            "aliases": dict(self.aliases),
+        }
+
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any]) -> RegisteredModel:
+        return cls(
+            name=body["name"],
+            description=body["description"],
+            created_by=body["created_by"],
+            created_at=datetime.fromisoformat(body["created_at"]),
+            latest_version=int(body["latest_version"]),
+            production_version=body["production_version"],
+            aliases={str(k): int(v) for k, v in body["aliases"].items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -87,6 +111,28 @@ class ModelVersion:
             "profile": self.profile.to_dict(),
         }
 
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any]) -> ModelVersion:
+        """The version ``to_dict`` describes (the remote registry client reads it back)."""
+        return cls(
+            name=body["name"],
+            version=int(body["version"]),
+            flavor=body["flavor"],
+            artifact_digest=body["artifact_digest"],
+            artifact_size=int(body["artifact_size"]),
+            stage=Stage.parse(body["stage"]),
+            stage_changed_at=datetime.fromisoformat(body["stage_changed_at"]),
+            created_by=body["created_by"],
+            created_at=datetime.fromisoformat(body["created_at"]),
+            description=body["description"],
+            signature=Signature.from_dict(body["signature"]),
+            profile=ReferenceProfile.from_dict(body["profile"]),
+            metrics={str(k): float(v) for k, v in body["metrics"].items()},
+            lineage=dict(body["lineage"]),
+            tags={str(k): str(v) for k, v in body["tags"].items()},
+            aliases=tuple(body["aliases"]),
+        )
+
 
 @dataclass(frozen=True)
 class StageTransition:
@@ -97,3 +143,26 @@ class StageTransition:
     actor: str
     at: datetime
     comment: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "from_stage": self.from_stage.value,
+            "to_stage": self.to_stage.value,
+            "actor": self.actor,
+            "at": self.at.isoformat(),
+            "comment": self.comment,
+        }
+
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any]) -> StageTransition:
+        return cls(
+            name=body["name"],
+            version=int(body["version"]),
+            from_stage=Stage.parse(body["from_stage"]),
+            to_stage=Stage.parse(body["to_stage"]),
+            actor=body["actor"],
+            at=datetime.fromisoformat(body["at"]),
+            comment=body["comment"],
+        )

@@ -66,7 +66,17 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
 
     ``token`` (or ``$RATEKEEPER_TOKEN``) is the credential behind writes: in a governed registry a
     write without one is refused. ``user`` names the actor for reads and in open registries.
+
+    ``Registry("http://host:port", token=...)`` is a remote registry client (``RemoteRegistry``):
+    the same API through a rating server, with no database credentials.
     """
+
+    def __new__(cls, uri: str | Path | None = None, *args: Any, **kwargs: Any) -> Any:
+        from ratekeeper.registry.remote import RemoteRegistry, is_remote
+
+        if cls is Registry and is_remote(uri):
+            return RemoteRegistry(str(uri), *args, **kwargs)  # not a Registry: no __init__ here
+        return super().__new__(cls)
 
     def __init__(
         self,

@@ -1,0 +1,60 @@
+"""A real rating server (uvicorn, in a thread, on a loopback port) over a registry, for tests of
+the remote registry client: ``serving(registry)`` yields its base URL and always stops it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+import ratekeeper as rk
+from ratekeeper.http.app import AppConfig, create_app
+
+
+@contextmanager
+def serving(registry: rk.Registry, config: AppConfig | None = None) -> Iterator[str]:
+    app = create_app(registry, config or AppConfig(poll_interval=0.05))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = int(listener.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan="on", log_level="warning", ws="none", access_log=False)
+    )
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [listener]}, name="rating-server", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive(), "the rating server stopped while starting"
+            assert time.monotonic() < deadline, "the rating server did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.close()
+
+
+def remote_handle(url: str, token: str, **options: Any) -> rk.Registry:
+    """``rk.Registry(url, token=...)``: the remote registry client."""
+    return rk.Registry(url, token=token, **options)
+
+
+@contextmanager
+def remote_registry(embedded: rk.Registry) -> Iterator[rk.Registry]:
+    """A rating server over ``embedded`` and a remote client acting with its token."""
+    from registries import token_of
+
+    with serving(embedded) as url:
+        remote = rk.Registry(url, token=token_of(embedded))
+        try:
+            yield remote
+        finally:
+            remote.close()
