@@ -14,6 +14,7 @@ import uvicorn
 
 import ratekeeper as rk
 from ratekeeper.http.app import AppConfig, create_app
+from ratekeeper.registry.remote import RemoteRegistry
 
 
 @contextmanager
@@ -47,14 +48,25 @@ def remote_handle(url: str, token: str, **options: Any) -> rk.Registry:
     return rk.Registry(url, token=token, **options)
 
 
+class RemoteWithServerFiles(RemoteRegistry):
+    """The remote client, plus the server's artifact store and database engine: for the contract
+    tests that corrupt the server's blobs or run SQL on its database (the attack is on the
+    server; what the client then sees is what is tested)."""
+
+    def __init__(self, url: str, embedded: rk.Registry) -> None:
+        from registries import token_of
+
+        super().__init__(url, token=token_of(embedded))
+        self.blobs = embedded.blobs
+        self.engine = embedded.engine
+
+
 @contextmanager
 def remote_registry(embedded: rk.Registry) -> Iterator[rk.Registry]:
     """A rating server over ``embedded`` and a remote client acting with its token."""
-    from registries import token_of
-
     with serving(embedded) as url:
-        remote = rk.Registry(url, token=token_of(embedded))
+        remote = RemoteWithServerFiles(url, embedded)
         try:
-            yield remote
+            yield remote  # type: ignore[misc]
         finally:
             remote.close()

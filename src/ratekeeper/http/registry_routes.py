@@ -24,7 +24,7 @@ from fastapi import FastAPI, Query, Request
 from starlette.responses import Response
 
 from ratekeeper.artifacts import sha256_hex
-from ratekeeper.errors import IntegrityError, InvalidInputError, NotFoundError
+from ratekeeper.errors import IntegrityError, InvalidInputError
 from ratekeeper.http.auth import (
     AUTH_ERRORS,
     TokenAuth,
@@ -246,8 +246,6 @@ def _add_artifact_routes(app: FastAPI, registry: Registry, auth: TokenAuth) -> N
         if DIGEST.fullmatch(digest) is None:
             raise InvalidInputError("an artifact digest is 64 lower-case hexadecimal digits")
         require(auth.acting(request), "read")
-        if not registry.blobs.exists(digest):
-            raise NotFoundError(f"no artifact sha256:{digest[:12]}")
         return Response(registry.blobs.get(digest), media_type="application/octet-stream")
 
 

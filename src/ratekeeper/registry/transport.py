@@ -66,6 +66,8 @@ class Transport:
         self._token = token
         self._timeout = timeout
         self._local = threading.local()  # one kept-alive connection per thread
+        self._opened: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
 
     @property
     def has_token(self) -> bool:
@@ -91,6 +93,14 @@ class Transport:
         return self._send("GET", path, None, None, False)[1]
 
     def close(self) -> None:
+        """Close every connection this client opened, in any thread."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for connection in opened:
+            connection.close()
+        self._local = threading.local()
+
+    def _drop(self) -> None:
         connection = getattr(self._local, "connection", None)
         if connection is not None:
             connection.close()
@@ -122,13 +132,13 @@ class Transport:
                 payload = response.read()
                 break
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self.close()
+                self._drop()
                 if attempt == 2:
                     raise UnavailableError(
                         f"the registry server at {self.base_url} closed the connection"
                     ) from None
             except OSError as exc:
-                self.close()
+                self._drop()
                 raise UnavailableError(
                     f"cannot reach the registry server at {self.base_url}: {exc}"
                 ) from None
@@ -151,6 +161,8 @@ class Transport:
             else:
                 connection = http.client.HTTPConnection(self._netloc, timeout=self._timeout)
             self._local.connection = connection
+            with self._lock:
+                self._opened.append(connection)
         return connection
 
 
