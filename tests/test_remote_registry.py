@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 import ratekeeper as rk
-from registries import governed_team, token_of
-from remote_server import serving
 from ratekeeper.cli.main import main
 from ratekeeper.registry.remote import RemoteRegistry
 from ratekeeper.synthetic import RATING_FACTORS
+from registries import governed_team, token_of
+from remote_server import serving
 
 TEAM = {"mo": ["modeller"], "ap": ["approver"], "both": ["modeller", "approver"]}
 

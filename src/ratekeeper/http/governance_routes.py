@@ -197,9 +197,11 @@ def _add_identity_routes(app: FastAPI, auth: TokenAuth) -> None:
         name, roles = str(body.get("name", "")), _roles(body.get("roles"))
         lifetime = _hours(body.get("lifetime_hours"))
         added = await off_loop(
-            lambda: actor.add_user(name, roles, enrollment_lifetime=lifetime)
-            if lifetime
-            else actor.add_user(name, roles)
+            lambda: (
+                actor.add_user(name, roles, enrollment_lifetime=lifetime)
+                if lifetime
+                else actor.add_user(name, roles)
+            )
         )
         return json_response(wire.user_to_dict(added), 201)
 
@@ -213,7 +215,9 @@ def _add_identity_routes(app: FastAPI, auth: TokenAuth) -> None:
     async def set_roles(request: Request, name: str) -> Response:
         actor = await off_loop(lambda: auth.acting(request))
         roles = _roles((await _optional_body(request)).get("roles"))
-        return json_response(wire.user_to_dict(await off_loop(lambda: actor.set_roles(name, roles))))
+        return json_response(
+            wire.user_to_dict(await off_loop(lambda: actor.set_roles(name, roles)))
+        )
 
     @app.post(
         "/v1/users/{name}/enrollment",
@@ -226,9 +230,11 @@ def _add_identity_routes(app: FastAPI, auth: TokenAuth) -> None:
         actor = await off_loop(lambda: auth.acting(request))
         lifetime = _hours((await _optional_body(request)).get("lifetime_hours"))
         renewed = await off_loop(
-            lambda: actor.renew_enrollment(name, lifetime=lifetime)
-            if lifetime
-            else actor.renew_enrollment(name)
+            lambda: (
+                actor.renew_enrollment(name, lifetime=lifetime)
+                if lifetime
+                else actor.renew_enrollment(name)
+            )
         )
         return json_response(wire.user_to_dict(renewed))
 

@@ -18,7 +18,7 @@ def openapi_document() -> dict[str, Any]:
     from ratekeeper.registry.registry import Registry
 
     with tempfile.TemporaryDirectory() as folder:
-        registry = Registry(folder)
+        registry, _token = Registry.create(folder, admin="docs", policy="open")
         try:
             return create_app(registry).openapi()
         finally:

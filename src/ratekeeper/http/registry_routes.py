@@ -127,7 +127,9 @@ def _add_reading_routes(app: FastAPI, auth: TokenAuth) -> None:
             when = datetime.fromisoformat(at)
         except ValueError:
             raise InvalidInputError(f"at={at[:40]!r} is not an ISO 8601 date and time") from None
-        return json_response(wire.production_to_dict(auth.acting(request).production_at(name, when)))
+        return json_response(
+            wire.production_to_dict(auth.acting(request).production_at(name, when))
+        )
 
     @app.get(
         f"{PREFIX}/generation",
@@ -211,7 +213,7 @@ def _add_moving_routes(app: FastAPI, auth: TokenAuth) -> None:
         actor = await off_loop(lambda: auth.acting(request))
         version = (await _object(request)).get("version")
         if isinstance(version, bool) or not isinstance(version, int):
-            raise HTTPProblem("bad_request", "send {\"version\": N}")
+            raise HTTPProblem("bad_request", 'send {"version": N}')
         number = _version_number(name, version)
         pointed = await off_loop(lambda: actor.set_alias(name, alias, number))
         return json_response(pointed.to_dict())

@@ -166,7 +166,9 @@ class RemoteRegistry:
         self, name: str, version: int, stage: str | Stage, *, comment: str | None = None
     ) -> ModelVersion:
         body = {"stage": stage.value if isinstance(stage, Stage) else stage, "comment": comment}
-        return self._version("POST", f"{self._model(name)}/versions/{int(version)}/stage", body=body)
+        return self._version(
+            "POST", f"{self._model(name)}/versions/{int(version)}/stage", body=body
+        )
 
     def rollback(self, name: str, *, comment: str | None = None) -> ModelVersion:
         return self._version("POST", f"{self._model(name)}/rollback", body={"comment": comment})
@@ -379,7 +381,10 @@ class RemoteRegistry:
     def audit_log(self, model: str | None = None, *, limit: int | None = None) -> list[AuditEvent]:
         """The latest ``limit`` audit events (at most 100,000), oldest first."""
         query = {"model": model, "limit": limit or 100_000}
-        return [wire.event_from_dict(e) for e in self._api.call("GET", "/v1/audit", query=query)["events"]]
+        return [
+            wire.event_from_dict(e)
+            for e in self._api.call("GET", "/v1/audit", query=query)["events"]
+        ]
 
     # -- helpers ----------------------------------------------------------------------------------
     def _model(self, name: str) -> str:
@@ -391,4 +396,3 @@ class RemoteRegistry:
 
 def _hours(lifetime: timedelta | None) -> float | None:
     return lifetime.total_seconds() / 3600 if lifetime is not None else None
-
