@@ -253,3 +253,16 @@ def test_the_cli_works_against_a_rating_server(
     shown = json.loads(capsys.readouterr().out)
     assert (shown["name"], shown["version"], shown["created_by"]) == ("motor", 1, "mo")
     assert shown == team["root"].get_version("motor", 1).to_dict()
+
+
+def test_a_registry_url_is_refused_where_it_cannot_apply(team: dict[str, Any]) -> None:
+    with pytest.raises(
+        rk.InvalidInputError, match=r"^a registry behind a rating server is created"
+    ):
+        rk.Registry.create(team["url"], admin="x")
+    with pytest.raises(rk.InvalidInputError, match=r"^a remote registry keeps its artifacts on"):
+        rk.Registry(team["url"], artifacts="elsewhere")
+    with pytest.raises(rk.InvalidInputError, match=r"^a registry server URL has no query"):
+        rk.Registry("http://user:secret@127.0.0.1:1/", token="t")
+    with pytest.raises(rk.UnavailableError, match=r"^cannot reach the registry server at http://"):
+        rk.Registry("http://127.0.0.1:9", token="t").list_models()

@@ -125,6 +125,13 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         signing key in ``audit.key`` beside ``registry.db`` (0600); a registry on a database
         server needs one given (``RATEKEEPER_AUDIT_KEY_FILE``), kept outside the database.
         """
+        from ratekeeper.registry.remote import is_remote
+
+        if is_remote(uri):
+            raise InvalidInputError(
+                "a registry behind a rating server is created on the server (`ratekeeper init "
+                "--admin NAME` there); connect to it with rk.Registry(url, token=...)"
+            )
         settings = settings or Settings.from_env()
         chosen = policy_rules.check_policy(policy)
         if identity not in ("token", "os"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +89,7 @@ class RemoteRegistry:
 
     def whoami(self) -> User:
         me = self._whoami()
-        return User(me["name"], frozenset(me["roles"]), "", datetime.fromtimestamp(0).astimezone())
+        return User(me["name"], frozenset(me["roles"]), "", datetime.fromtimestamp(0, UTC))
 
     def _whoami(self) -> dict[str, Any]:
         if self._me is None:
