@@ -68,7 +68,7 @@ def default_algorithm(key: PrivateKey) -> str:
 
 
 class LoopbackProvider:
-    """An identity provider on ``http://127.0.0.1:<port>``; start it with ``with`` or ``start()``."""
+    """An identity provider on ``http://127.0.0.1:<port>``; start it by ``with`` or ``start()``."""
 
     def __init__(self, key_kind: str = "RSA", *, audience: str = AUDIENCE) -> None:
         self.audience = audience
@@ -81,7 +81,9 @@ class LoopbackProvider:
         """Fields that replace those of the discovery document (to serve a bad one)."""
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
 
     @property
     def issuer(self) -> str:
