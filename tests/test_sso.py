@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,9 @@ def test_the_provider_down_is_unavailable_not_a_crash_and_recovers(
 ) -> None:
     sso = single_sign_on(idp, clock)
     idp.fail_with(503)
-    with pytest.raises(UnavailableError, match="signing keys could not be fetched: HTTP Error 503"):
+    with pytest.raises(
+        UnavailableError, match=r"signing keys could not be fetched: .*HTTP Error 503"
+    ):
         sso.authenticate(idp.token("xena"))
     # While it stays down, requests are refused at once, without a fetch each.
     for _ in range(20):
@@ -334,3 +337,12 @@ def test_looks_like_jwt_tells_an_sso_token_from_a_registry_token(idp: LoopbackPr
     assert not looks_like_jwt("a.b")
     assert not looks_like_jwt("a.b.c.d")
     assert not looks_like_jwt("a b.c.d")
+
+
+def test_concurrent_first_sign_ons_share_one_key_fetch(idp: LoopbackProvider) -> None:
+    sso = single_sign_on(idp)
+    tokens = [idp.token(f"user{n}") for n in range(16)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        names = list(pool.map(lambda token: sso.authenticate(token).name, tokens))
+    assert names == [f"user{n}" for n in range(16)]
+    assert idp.requests[JWKS] == 1
