@@ -269,7 +269,9 @@ def open_demo_team(
                 )
             role = "modeller" if name == MODELLER else "approver"
             code = handles[0].add_user(name, [role]).enrollment_code
-            _keep_token(folder, name, Registry(uri, settings=settings).enroll(code))
+            anonymous = Registry(uri, settings=settings)
+            _keep_token(folder, name, anonymous.enroll(code))
+            anonymous.close()
         handles.append(Registry(uri, token=kept.read_text().strip(), settings=settings))
     admin.close()
     return handles[0], handles[1], handles[2]
