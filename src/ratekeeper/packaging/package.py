@@ -81,6 +81,7 @@ def build_package(
     target_name, _ = named_column(frame, target, role="target")
     exposure_name, exposure_values = named_column(frame, exposure, role="exposure")
     if exposure_values is not None and exposure_name not in frame.columns:
+        assert exposure_name is not None  # values always come back named
         frame = frame.assign(**{exposure_name: exposure_values})
     files: dict[str, bytes] = {}
     terms = _glm_terms(model)
