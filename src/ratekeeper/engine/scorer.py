@@ -16,7 +16,12 @@ import numpy as np
 from ratekeeper.errors import InvalidInputError, Problem
 from ratekeeper.packaging.frames import Columns, as_float, take, to_columns
 from ratekeeper.packaging.package import Package
-from ratekeeper.packaging.signature import Signature, ValidationReport, problems_error
+from ratekeeper.packaging.signature import (
+    Signature,
+    ValidationPolicy,
+    ValidationReport,
+    problems_error,
+)
 from ratekeeper.registry.entities import ModelVersion
 
 
@@ -62,21 +67,29 @@ class Scorer:
     def flavor(self) -> str:
         return self.package.flavor
 
-    def predict_one(self, policy: Mapping[str, Any]) -> float:
-        """Price one policy given as a mapping of rating factors; raises on any problem."""
+    def predict_one(self, policy: Mapping[str, Any], clipped: list[str] | None = None) -> float:
+        """Price one policy given as a mapping of rating factors; raises on any problem.
+
+        Under ``out_of_range="clip"`` the fields capped at their training range are appended to
+        ``clipped`` when it is given.
+        """
         if not isinstance(policy, Mapping):
             raise InvalidInputError(f"a policy must be a mapping, not {type(policy).__name__}")
-        problems = self.signature.check_row(policy)
+        capped: list[str] = [] if clipped is None else clipped
+        problems = self.signature.check_row(policy, clipped=capped)
         if problems:
             raise problems_error(problems)
+        if capped:
+            policy = self.signature.clip_row(policy, capped)
         rate = self._predictor.predict_row(policy)
         return rate * policy[self._exposure] if self._exposure is not None else rate
 
     def predict(self, data: Any) -> np.ndarray:
         """Price many policies (pandas, pyarrow or a list of dicts); all or nothing."""
         columns, n_rows = to_columns(data)
-        self._frame_signature.check_columns(columns, n_rows).raise_for_problems()
-        return self._price(columns, n_rows)
+        report = self._frame_signature.check_columns(columns, n_rows)
+        report.raise_for_problems()
+        return self._price(self.signature.clip_columns(columns, report.clipped), n_rows)
 
     def predict_each(self, policies: Sequence[Any]) -> list[float | list[Problem]]:
         """Price each policy on its own: a price, or that policy's problems, in order."""
@@ -88,10 +101,11 @@ class Scorer:
                 problem = Problem("policy", "wrong_type", "must be a JSON object", position)
                 results.append([problem])
                 continue
-            problems = self.signature.check_row(policy, position)
+            capped: list[str] = []
+            problems = self.signature.check_row(policy, position, capped)
             results.append(problems)
             if not problems:
-                valid.append(policy)
+                valid.append(self.signature.clip_row(policy, capped) if capped else policy)
                 positions.append(position)
         if valid:
             columns, n_rows = to_columns(valid)
@@ -109,6 +123,7 @@ class Scorer:
         ``predict_one`` gives it.
         """
         report = self._frame_signature.check_columns(columns, n_rows)
+        columns = self.signature.clip_columns(columns, report.clipped)
         if report.ok:
             return PricedRows(self._price(columns, n_rows), report)
         prices = np.full(n_rows, np.nan)
@@ -116,6 +131,11 @@ class Scorer:
         if len(valid):
             prices[valid] = self._price(take(columns, valid), len(valid))
         return PricedRows(prices, report)
+
+    def with_policy(self, policy: ValidationPolicy) -> Scorer:
+        """The same version checked under another validation policy (e.g. batch ``clip``)."""
+        package = replace(self.package, signature=self.signature.with_policy(policy))
+        return Scorer(self.model_version, package)
 
     def row_problems(self, row: Mapping[str, Any], position: int | None = None) -> list[Problem]:
         """Every problem of one row of a frame (columns the model does not use are ignored)."""

@@ -18,7 +18,7 @@ import numpy as np
 from ratekeeper.artifacts import sha256_hex
 from ratekeeper.errors import IntegrityError, InvalidInputError, UnsupportedModelError
 from ratekeeper.packaging import glm, onnx
-from ratekeeper.packaging.frames import Columns, take, to_columns
+from ratekeeper.packaging.frames import ArrayLike, Columns, named_column, take, to_columns
 from ratekeeper.packaging.profile import ReferenceProfile
 from ratekeeper.packaging.signature import Signature, ValidationPolicy
 
@@ -64,15 +64,25 @@ def build_package(
     model: Any,
     training_data: Any,
     *,
-    target: str | None = None,
-    exposure: str | None = None,
+    target: str | ArrayLike | None = None,
+    exposure: str | ArrayLike | None = None,
     id_column: str | None = None,
     policy: ValidationPolicy | None = None,
 ) -> Package:
-    """Package a fitted model: convert it, infer its signature and profile, prove fidelity."""
+    """Package a fitted model: convert it, infer its signature and profile, prove fidelity.
+
+    ``target`` and ``exposure`` are column names of ``training_data`` or values aligned with
+    its rows (see ``frames.named_column``): the target's values are only checked, the
+    exposure's become a column of the frame the signature and profile are taken from.
+    """
     frame = as_pandas(training_data)
     if len(frame) == 0:
         raise InvalidInputError("training_data is empty")
+    target_name, _ = named_column(frame, target, role="target")
+    exposure_name, exposure_values = named_column(frame, exposure, role="exposure")
+    if exposure_values is not None and exposure_name not in frame.columns:
+        assert exposure_name is not None  # values always come back named
+        frame = frame.assign(**{exposure_name: exposure_values})
     files: dict[str, bytes] = {}
     terms = _glm_terms(model)
     if terms is not None:
@@ -86,7 +96,12 @@ def build_package(
         files["model.onnx"] = model_bytes
         flavor_body = {"onnx": {"file": "model.onnx", "inputs": inputs.to_dict()}}
     signature = Signature.infer(
-        frame, factors, target=target, exposure=exposure, id_column=id_column, policy=policy
+        frame,
+        factors,
+        target=target_name,
+        exposure=exposure_name,
+        id_column=id_column,
+        policy=policy,
     )
     columns, n_rows = to_columns(frame)
     # The prediction's reference bins come from an evenly spread sample: scoring every training
