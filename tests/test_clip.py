@@ -15,6 +15,7 @@ import ratekeeper as rk
 from ratekeeper.cli.main import main
 from ratekeeper.demo import train_glm
 from ratekeeper.synthetic import RATING_FACTORS, motor_portfolio
+from registries import open_registry
 
 GLM = "models:/motor_frequency/1"
 GBM = "models:/motor_frequency/2"
@@ -141,7 +142,7 @@ def test_score_file_refuses_allow_at_scoring_time(registry, tmp_path) -> None:
 @pytest.fixture(scope="module")
 def clipping(tmp_path_factory: pytest.TempPathFactory) -> Any:
     book = motor_portfolio(3000, seed=21)
-    registry = rk.Registry(tmp_path_factory.mktemp("clip-online"), user="m", policy="open")
+    registry = open_registry(tmp_path_factory.mktemp("clip-online"), user="m")
     version = registry.register_model(
         train_glm(book),
         "freq",

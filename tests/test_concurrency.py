@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from registries import open_registry
 from ratekeeper import ConflictError, ModelVersion, RatekeeperError, Registry, Stage
 from ratekeeper.packaging.package import Package, build_package, load_package
+from registries import open_registry
 
 SPAWN = multiprocessing.get_context("spawn")
 TIMEOUT_S = 120.0

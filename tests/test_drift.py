@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import ratekeeper as rk
-from registries import open_registry
 from ratekeeper.cli.main import main
 from ratekeeper.cli.monitoring_commands import parse_since
 from ratekeeper.demo import train_glm
@@ -26,6 +25,7 @@ from ratekeeper.packaging.signature import CATEGORICAL, EXPOSURE, NUMERIC, Field
 from ratekeeper.registry.entities import ModelVersion, Stage
 from ratekeeper.synthetic import motor_portfolio
 from ratekeeper.validation.stability import chi2_sf
+from registries import open_registry
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 import ratekeeper as rk
-from registries import governed_team, open_registry, token_of
 from ratekeeper.demo import train_glm
+from registries import governed_team, open_registry, token_of
 
 MODEL = "motor_frequency"
 # Tests about the workflow, not the gates: versions trained on other samples may move premiums.

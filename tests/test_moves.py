@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import ratekeeper as rk
-from registries import governed_team
 from ratekeeper.packaging.package import Package, build_package
+from registries import governed_team
 
 MODEL = "motor"
 

@@ -10,11 +10,12 @@ import pytest
 
 import ratekeeper as rk
 from ratekeeper.synthetic import RATING_FACTORS
+from registries import open_registry
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Any:
-    opened = rk.Registry(tmp_path / "registry", user="modeller", policy="open")
+    opened = open_registry(tmp_path / "registry", user="modeller")
     yield opened
     opened.close()
 

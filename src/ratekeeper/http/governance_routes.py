@@ -54,7 +54,7 @@ class TokenAuth:
         return cached[1]
 
     def acting(self, request: Request) -> Registry:
-        return self.registry.as_user(self.user(request).name)
+        return self.registry.on_behalf_of(self.user(request))
 
 
 def add_governance_routes(
