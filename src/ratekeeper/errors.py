@@ -76,6 +76,15 @@ class IntegrityError(RatekeeperError):
     code = "integrity_error"
 
 
+class ImplausiblePriceError(RatekeeperError):
+    """The model produced a price that is not finite, is negative or is beyond plausibility.
+
+    The price is never returned: a defective or crafted model must not quote it.
+    """
+
+    code = "implausible_price"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One problem with one field of one policy.
