@@ -91,7 +91,8 @@ class Problem:
 
     ``row`` is the 0-based position of the policy in the request (``None`` for a single policy).
     ``code`` is one of ``missing``, ``unknown_field``, ``wrong_type``, ``unseen_level``,
-    ``not_finite``, ``out_of_range``.
+    ``not_finite``, ``out_of_range``; in batch scoring also ``implausible_price`` (field
+    ``prediction``) for a row the model prices beyond plausibility.
     """
 
     field: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ratekeeper.errors import InvalidInputError
@@ -43,6 +43,18 @@ price the scorer returns per unit of exposure whatever the profile says (in any 
 PLAUSIBLE_MULTIPLE = 1_000.0
 """A rate above 1,000 × the highest decile edge of the version's training predictions (its ~90th
 percentile) is implausible and never returned; see ``rate_ceiling``."""
+
+
+def rate_ceiling(prediction_edges: Sequence[float]) -> float:
+    """The highest rate per unit of exposure the scorer returns for a version.
+
+    ``PLAUSIBLE_MULTIPLE`` × the top decile edge of the training predictions (the reference
+    profile's), never above ``MAX_RATE``; ``MAX_RATE`` itself when the profile has no positive
+    edge (a constant model, or one that predicts 0 for most of its book).
+    """
+    top = max(prediction_edges, default=0.0)
+    return min(MAX_RATE, PLAUSIBLE_MULTIPLE * top) if top > 0 else MAX_RATE
+
 
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
