@@ -23,9 +23,9 @@ from ratekeeper.packaging.frames import Columns, as_float, take, to_columns
 from ratekeeper.packaging.package import Package
 from ratekeeper.packaging.schema import rate_ceiling
 from ratekeeper.packaging.signature import Signature, ValidationReport, problems_error
+from ratekeeper.registry.entities import ModelVersion
 
 _INF = float("inf")
-from ratekeeper.registry.entities import ModelVersion
 
 
 @dataclass(frozen=True)

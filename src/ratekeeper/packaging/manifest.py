@@ -7,6 +7,7 @@ nothing in a manifest reaches a file path, onnxruntime or the scorer before it h
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, fields
 from typing import Any
@@ -211,7 +212,7 @@ def _numeric_bins(value: Any, where: str, *, high: float = float("inf")) -> None
         schema.number(e, f"{where}.edges[{i}]", high=high)
         for i, e in enumerate(schema.items(body["edges"], f"{where}.edges", MAX_BINS))
     ]
-    if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(edges)):
         raise refuse(f"{where}.edges", "must increase strictly")
     _shares(body["shares"], f"{where}.shares", len(edges) + 1)
     schema.number(body["missing"], f"{where}.missing", 0.0, _SHARE)
