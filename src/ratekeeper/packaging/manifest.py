@@ -108,7 +108,8 @@ def _parse(manifest_bytes: bytes) -> Any:
             manifest_bytes, parse_constant=_no_constant, object_pairs_hook=_no_duplicates
         )
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, 4300-digit ints
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)[:80]
+        reason = reason or type(exc).__name__
         raise InvalidInputError(f"the package manifest is not valid JSON ({reason})") from None
 
 
