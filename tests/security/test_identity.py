@@ -213,7 +213,9 @@ def test_a_process_with_another_signing_key_cannot_write(team, tmp_path) -> None
         token=token_of(team["dave"]),
         settings=rk.Settings(home=tmp_path, audit_key="ab" * 32),
     )
-    with pytest.raises(rk.PermissionDeniedError, match=r"sealed with key \w+, and this process holds key"):
+    with pytest.raises(
+        rk.PermissionDeniedError, match=r"sealed with key \w+, and this process holds key"
+    ):
         wrong.set_alias(MODEL, "challenger", 1)
     wrong.close()
 
@@ -258,7 +260,9 @@ def test_sso_identities_approve_under_four_eyes(tmp_path, portfolio) -> None:
             settings=settings,
         )
         assert carol.approve(request.id).decided_by == "carol"
-        with pytest.raises(rk.PermissionDeniedError, match="none of the person's groups is mapped to a ratekeeper role"):
+        with pytest.raises(
+            rk.PermissionDeniedError, match="none of the person's groups is mapped to a ratekeeper"
+        ):
             rk.Registry(
                 tmp_path / "sso", token=idp.token(sub="mallory", groups=["x"]), settings=settings
             )

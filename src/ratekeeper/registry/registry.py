@@ -35,7 +35,13 @@ from ratekeeper.governance.signing import SigningKey
 from ratekeeper.governance.sso import SingleSignOn, looks_like_jwt
 from ratekeeper.governance.workflow import PromotionWorkflow
 from ratekeeper.packaging import lineage
-from ratekeeper.packaging.package import Package, as_pandas, build_package, load_package
+from ratekeeper.packaging.package import (
+    Package,
+    as_pandas,
+    build_package,
+    load_package,
+    validate_package,
+)
 from ratekeeper.packaging.signature import ValidationPolicy
 from ratekeeper.registry import lifecycle, queries
 from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, StageTransition
@@ -281,6 +287,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         tags: dict[str, str],
     ) -> ModelVersion:
         """Store an already built package and record it as the next version (one transaction)."""
+        package = validate_package(package)  # a Package object is never trusted (docs/packages.md)
         for data in package.files.values():
             self.blobs.put(data)
         digest = self.blobs.put(package.manifest_bytes)
