@@ -16,13 +16,13 @@ import pytest
 
 import ratekeeper
 from pg import PostgresServer, unavailable_reason
-from registries import TEST_KEY, open_registry
 from ratekeeper.synthetic import (
     CATEGORICAL_FACTORS,
     NUMERIC_FACTORS,
     RATING_FACTORS,
     motor_portfolio,
 )
+from registries import TEST_KEY, open_registry
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -43,9 +43,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def postgres_url(
-    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
+def postgres_url(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh, empty database on the test server, dropped after the test.
 
     A registry on a database server needs a signing key outside the database: the test key.

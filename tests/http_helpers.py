@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import ratekeeper as rk
-from registries import open_registry
 from ratekeeper.demo import train_gbm, train_glm
 from ratekeeper.synthetic import RATING_FACTORS, motor_portfolio
+from registries import open_registry
 
 MODEL = "motor_frequency"
 

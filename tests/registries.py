@@ -16,9 +16,7 @@ def open_registry(
     uri: str | Path, *, user: str = "modeller", artifacts: str | Path | None = None, **kw: Any
 ) -> rk.Registry:
     """A new open registry (a personal sandbox: direct moves, names as actors)."""
-    registry, _token = rk.Registry.create(
-        uri, admin=user, policy="open", artifacts=artifacts, **kw
-    )
+    registry, _token = rk.Registry.create(uri, admin=user, policy="open", artifacts=artifacts, **kw)
     return registry
 
 
@@ -36,8 +34,12 @@ def governed_team(
     team = {admin: first}
     for name, roles in users.items():
         code = first.add_user(name, list(roles)).enrollment_code
-        token = rk.Registry(uri, settings=kw.get("settings")).enroll(code)
-        team[name] = rk.Registry(uri, token=token, **kw)
+        anonymous = rk.Registry(uri, settings=kw.get("settings"))
+        token = anonymous.enroll(code)
+        anonymous.close()
+        team[name] = rk.Registry(
+            uri, token=token, **{k: v for k, v in kw.items() if k != "artifacts"}
+        )
     return team
 
 

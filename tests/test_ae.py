@@ -13,13 +13,13 @@ import pytest
 from scipy import stats
 
 import ratekeeper as rk
-from registries import open_registry
 from ratekeeper.cli.main import main
 from ratekeeper.demo import train_glm
 from ratekeeper.monitoring.ae import actual_vs_expected, gamma_quantile, garwood_interval
 from ratekeeper.monitoring.report import render_ae_html
 from ratekeeper.synthetic import motor_portfolio
 from ratekeeper.validation.stability import numeric_labels
+from registries import open_registry
 
 
 def test_garwood_intervals_match_the_published_values() -> None:

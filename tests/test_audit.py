@@ -6,8 +6,8 @@ import pytest
 import sqlalchemy as sa
 
 import ratekeeper as rk
-from registries import open_registry
 from ratekeeper.demo import train_glm
+from registries import open_registry
 
 MODEL = "motor_frequency"
 

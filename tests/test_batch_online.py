@@ -10,10 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from tests.server_process import rating_server, request
 
-import ratekeeper as rk
-from registries import open_registry
 from ratekeeper.demo import train_gbm, train_glm
 from ratekeeper.synthetic import motor_portfolio
+from registries import open_registry
 
 MODEL = "motor_frequency"
 N_POLICIES = 10_000

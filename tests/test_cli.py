@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import ratekeeper as rk
-from registries import open_registry
 from ratekeeper.cli.main import main
 from ratekeeper.demo import train_glm
 from ratekeeper.synthetic import motor_portfolio
+from registries import open_registry
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -139,11 +139,14 @@ def test_the_installed_command_reports_errors_without_a_traceback(tmp_path) -> N
         timeout=120,
     )
     assert result.returncode == 3
-    assert result.stderr == "error: model 'm' does not exist\n"
+    assert result.stderr == (
+        f"error: no registry at {tmp_path}: create one with `ratekeeper init --admin NAME` "
+        "(or rk.Registry.create(..., admin=NAME))\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # a read never creates a registry
 
 
 def test_the_demo_registers_promotes_and_prices(capsys, tmp_path) -> None:
-    rk.Registry(tmp_path, policy="governed")  # what a fresh embedded registry is by default
     code, out, err = run(capsys, "demo", "--policies", "4000", "--home", str(tmp_path))
     assert code == 0, err
     assert "priced 8 policies with models:/motor_frequency/Production (version 1)" in out

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from registries import open_registry
-from ratekeeper import ModelVersion, RatekeeperError, Registry, Stage
+from ratekeeper import ConflictError, ModelVersion, RatekeeperError, Registry, Stage
 from ratekeeper.packaging.package import Package, build_package, load_package
+from registries import open_registry
 
 SPAWN = multiprocessing.get_context("spawn")
 TIMEOUT_S = 120.0
@@ -39,9 +39,13 @@ def _open(url: str, artifacts: str, digest: str, user: str) -> tuple[Registry, P
     return registry, load_package(registry.blobs.get(digest), registry.blobs.get)
 
 
-def open_registry(url: str, artifacts: str, start: Any) -> None:
+def create_registry(url: str, artifacts: str, start: Any) -> None:
+    """Create the registry; a process that comes second is told it exists (and nothing else)."""
     start.wait(TIMEOUT_S)
-    open_registry(url, artifacts=artifacts, user="opener").close()
+    try:
+        open_registry(url, artifacts=artifacts, user="opener").close()
+    except ConflictError as exc:
+        assert "a registry already exists at" in exc.message
 
 
 def register_many(
@@ -164,12 +168,12 @@ def replay(registry: Registry, versions: list[ModelVersion]) -> dict[int, Stage]
 
 
 # -- tests --------------------------------------------------------------------------------------
-def test_processes_opening_a_new_registry_at_once_both_succeed(
+def test_processes_creating_a_registry_at_once_make_exactly_one(
     registry_uri: str | Path, tmp_path: Path, package: Package
 ) -> None:
     artifacts = str(tmp_path / "artifacts")
     start = SPAWN.Barrier(2)
-    run_children(*[(open_registry, (str(registry_uri), artifacts, start))] * 2, start=start)
+    run_children(*[(create_registry, (str(registry_uri), artifacts, start))] * 2, start=start)
 
     registry = Registry(registry_uri, user="alice")
     try:

@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import ratekeeper as rk
-from registries import open_registry
 from ratekeeper.cli.main import main
 from ratekeeper.cli.monitoring_commands import parse_since
 from ratekeeper.demo import train_glm
@@ -26,6 +25,7 @@ from ratekeeper.packaging.signature import CATEGORICAL, EXPOSURE, NUMERIC, Field
 from ratekeeper.registry.entities import ModelVersion, Stage
 from ratekeeper.synthetic import motor_portfolio
 from ratekeeper.validation.stability import chi2_sf
+from registries import open_registry
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -283,6 +283,80 @@ def test_failures_exit_with_their_own_codes_never_0_1_2(capsys, home) -> None:
     assert (code, err.strip()) == (12, "error: give --data PATH (or --ledger)")
     code, _, err = run(capsys, *base, "models:/freq/1", "--ledger", "--since", "a week")
     assert code == 12 and "give a duration such as 30m, 24h or 7d" in err
+
+
+def record_quotes(home: Path, ledger: Path, n: int) -> None:
+    """``n`` quotes of freq v1 from a book like the training one, as the rating engine records."""
+    from ratekeeper.engine.ids import new_quote_id
+    from ratekeeper.engine.ledger import LedgerConfig, recording
+
+    registry = rk.Registry(home)
+    scorer = registry.load_model("models:/freq/1")
+    book = pd.read_parquet(home / "same.parquet").head(n)
+    rows = book[list(scorer.signature.names)].to_dict("records")
+    with recording(LedgerConfig(ledger)) as quotes:
+        for row in rows:
+            price = scorer.predict_one(row)
+            quotes.record(
+                new_quote_id(), "freq", 1, scorer.signature, "quote", "Production", row, price
+            )
+    registry.close()
+
+
+def test_one_quote_is_not_enough_to_judge_exit_3(capsys, home, tmp_path) -> None:
+    ledger = tmp_path / "ledger"
+    record_quotes(home, ledger, 1)
+    base = ["--registry", str(home), "drift", "models:/freq/1", "--ledger"]
+    code, out, _ = run(capsys, *base, "--ledger-dir", str(ledger), "--since", "7d")
+    assert code == 3, out
+    assert (
+        "freq v1: INSUFFICIENT: not enough quotes in the last 7d (1 of at least 500): "
+        "drift not judged"
+    ) in " ".join(out.split())
+    code, out, _ = run(capsys, *base, "--ledger-dir", str(ledger), "--json")
+    assert code == 3
+    assert json.loads(out) == {
+        "model": "freq",
+        "version": 1,
+        "status": "insufficient",
+        "rows": 1,
+        "min_rows": 500,
+        "message": "not enough quotes (1 of at least 500): drift not judged",
+    }
+
+
+def test_the_cli_minimum_is_the_live_watchers(capsys, home, tmp_path) -> None:
+    from ratekeeper.engine.drift_watcher import DriftWatchConfig
+    from ratekeeper.monitoring.drift import MIN_SAMPLE
+
+    assert DriftWatchConfig(tmp_path).min_quotes == MIN_SAMPLE == 500
+    ledger = tmp_path / "ledger"
+    record_quotes(home, ledger, MIN_SAMPLE)
+    code, out, _ = run(
+        capsys, "--registry", str(home), "drift", "models:/freq/1", "--ledger",
+        "--ledger-dir", str(ledger), "--json",
+    )  # fmt: skip
+    assert code == 0, out  # 500 quotes like the training book: judged, and stable
+    body = json.loads(out)
+    assert (body["status"], body["rows"]) == ("stable", 500)
+
+
+def test_too_few_rows_of_data_are_not_judged_unless_the_minimum_is_lowered(
+    capsys, home, tmp_path
+) -> None:
+    few = tmp_path / "few.parquet"
+    pq.write_table(pq.read_table(home / "older.parquet").slice(0, 120), few)
+    base = ["--registry", str(home), "drift", "models:/freq/1", "--data", str(few)]
+    report = tmp_path / "drift.html"
+    code, out, _ = run(capsys, *base, "--report", str(report))
+    assert code == 3, out
+    assert "not enough rows (120 of at least 500): drift not judged" in " ".join(out.split())
+    assert not report.exists()
+    code, out, _ = run(capsys, *base, "--min-rows", "100", "--json")
+    assert code == 2, out  # drivers 12 years older: an alert, on 120 rows judged
+    assert json.loads(out)["rows"] == 120
+    code, _, err = run(capsys, *base, "--min-rows", "0")
+    assert code == 12 and "0 is not in the range x>=1" in err
 
 
 def test_since_durations() -> None:

@@ -8,9 +8,8 @@ from sklearn.linear_model import PoissonRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-import ratekeeper as rk
-from registries import open_registry
 from ratekeeper.monitoring import drift
+from registries import open_registry
 from shared_data import read_portfolio
 
 CATEGORICAL = ["pol_coverage", "vh_fuel", "pol_usage"]

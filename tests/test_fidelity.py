@@ -26,7 +26,7 @@ def book() -> pd.DataFrame:
 
 @pytest.fixture()
 def registry(tmp_path: Any) -> rk.Registry:
-    return rk.Registry(tmp_path / "registry", user="modeller")
+    return rk.Registry.create(tmp_path / "registry", admin="modeller")[0]
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:

@@ -94,7 +94,7 @@ def models(train):
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, train, models):
-    registry = rk.Registry(tmp_path_factory.mktemp("gates"), user="modeller")
+    registry = rk.Registry.create(tmp_path_factory.mktemp("gates"), admin="modeller")[0]
     for key in ("glm", "gbm", "gender", "poor"):  # versions 1..4 of freq
         registry.register_model(
             models[key], "freq", training_data=train, exposure="exposure", target="claim_count"

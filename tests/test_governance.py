@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 import ratekeeper as rk
-from registries import open_registry
 from ratekeeper.demo import train_glm
+from registries import governed_team, open_registry, token_of
 
 MODEL = "motor_frequency"
 # Tests about the workflow, not the gates: versions trained on other samples may move premiums.
@@ -21,29 +21,27 @@ LENIENT = rk.GatePolicy(
 @pytest.fixture
 def team(registry_uri, tmp_path, portfolio):
     """A governed registry: root (admin), alice (modeller), carol (approver), dave (deployer),
-    erin (approver + admin); alice has registered version 1."""
-    admin = rk.Registry(
+    erin (approver + admin), vic (viewer), each with their own token; alice has registered
+    version 1."""
+    team = governed_team(
         registry_uri,
+        {
+            "alice": ["modeller"],
+            "carol": ["approver"],
+            "dave": ["deployer"],
+            "erin": ["approver", "admin"],
+            "vic": ["viewer"],
+        },
         artifacts=tmp_path / "artifacts",
-        user="root",
-        policy="governed",
         gate_policy=LENIENT,
     )
-    for name, roles in (
-        ("alice", ["modeller"]),
-        ("carol", ["approver"]),
-        ("dave", ["deployer"]),
-        ("erin", ["approver", "admin"]),
-        ("vic", ["viewer"]),
-    ):
-        admin.add_user(name, roles)
-    alice = admin.as_user("alice")
     train = portfolio.iloc[:2000]
-    alice.register_model(
+    team["alice"].register_model(
         train_glm(train), MODEL, training_data=train, target="claim_count", exposure="exposure"
     )
-    yield {name: admin.as_user(name) for name in ("root", "alice", "carol", "dave", "erin", "vic")}
-    admin.close()
+    yield team
+    for handle in team.values():
+        handle.close()
 
 
 @pytest.fixture
@@ -52,11 +50,12 @@ def holdout(portfolio):
 
 
 def test_a_new_registry_is_governed_and_its_creator_is_admin(registry_uri, tmp_path) -> None:
-    registry = rk.Registry(registry_uri, artifacts=tmp_path / "a", user="founder")
+    registry, token = rk.Registry.create(registry_uri, artifacts=tmp_path / "a", admin="founder")
     assert registry.policy == "governed"
+    assert token.startswith("rk_") and registry.user == "founder"
     assert [(u.name, sorted(u.roles)) for u in registry.list_users()] == [("founder", ["admin"])]
     registry.close()
-    with pytest.raises(rk.ConflictError, match="created governed; its policy cannot become open"):
+    with pytest.raises(rk.ConflictError, match="a registry already exists at"):
         open_registry(registry_uri, artifacts=tmp_path / "a")
 
 
@@ -120,10 +119,8 @@ def test_promoting_around_the_workflow_is_refused(team) -> None:
     with pytest.raises(rk.PermissionDeniedError, match=r"alice .* may not archive"):
         team["alice"].transition_stage(MODEL, 1, "Archived")
     assert team["dave"].transition_stage(MODEL, 1, "Archived").stage == rk.Stage.ARCHIVED
-    with pytest.raises(
-        rk.PermissionDeniedError, match="'mallory' is not a user of this governed registry"
-    ):
-        team["root"].as_user("mallory").set_alias(MODEL, "champion", 1)
+    with pytest.raises(rk.PermissionDeniedError, match="governed: alias needs a credential"):
+        team["root"].as_user("mallory").set_alias(MODEL, "challenger", 1)
 
 
 def test_a_stale_request_cannot_be_approved(team, holdout, portfolio) -> None:
@@ -157,7 +154,9 @@ def test_a_stale_request_cannot_be_approved(team, holdout, portfolio) -> None:
 
 def test_failed_gates_need_a_recorded_admin_override(team, holdout, portfolio) -> None:
     strict = rk.Registry(
-        team["alice"].url, user="alice", gate_policy=rk.GatePolicy(psi_threshold=1e-9)
+        team["alice"].url,
+        token=token_of(team["alice"]),
+        gate_policy=rk.GatePolicy(psi_threshold=1e-9),
     )
     request = strict.request_promotion(MODEL, 1, "Production", holdout=holdout)
     strict.close()
@@ -232,18 +231,20 @@ def test_staging_moves_when_the_gates_pass_and_rollback_needs_a_deployer(
 
 
 def test_tokens_are_hashed_shown_once_and_revocable(team) -> None:
-    token = team["root"].create_token("carol", description="approvals from the web")
+    token = team["carol"].create_token(description="approvals from the web")
     assert token.startswith("rk_")
     assert team["root"].authenticate(token).name == "carol"
     assert team["root"].authenticate(token + "x") is None
     with team["root"].engine.connect() as conn:
-        stored = conn.execute(sa.text("SELECT token_sha256 FROM tokens")).scalar()
-    assert token not in stored and len(stored) == 64
-    with pytest.raises(rk.PermissionDeniedError, match=r"carol .* may not manage users"):
-        team["carol"].create_token("carol")
+        stored = conn.execute(sa.text("SELECT token_sha256 FROM tokens")).scalars().all()
+    assert all(token not in digest and len(digest) == 64 for digest in stored)
     prefix = token.split("_")[1]
+    with pytest.raises(rk.PermissionDeniedError, match=r"dave .* may not manage users"):
+        team["dave"].revoke_token(prefix)  # another's token: only its owner or an admin
     team["root"].revoke_token(prefix)
     assert team["root"].authenticate(token) is None
+    with pytest.raises(rk.PermissionDeniedError, match="the token is unknown or revoked"):
+        rk.Registry(team["root"].url, token=token)
     actions = [e.action for e in team["root"].audit_log()]
     assert actions[-2:] == ["token.create", "token.revoke"]
 

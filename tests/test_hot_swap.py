@@ -17,7 +17,6 @@ import pytest
 from tests.http_helpers import MODEL, policies
 from tests.server_process import rating_server, request
 
-import ratekeeper as rk
 from registries import open_registry
 
 SWAP_WINDOW = 1.0  # seconds a server may keep answering with the version it had

@@ -9,6 +9,7 @@ import ratekeeper as rk
 from ratekeeper.demo import train_glm
 from ratekeeper.http.app import create_app
 from ratekeeper.synthetic import RATING_FACTORS, motor_portfolio
+from registries import governed_team, token_of
 
 MODEL = "motor_frequency"
 
@@ -17,13 +18,14 @@ MODEL = "motor_frequency"
 def world(tmp_path_factory):
     book = motor_portfolio(3000, seed=9)
     train, holdout = book.iloc[:2000], book.iloc[2000:]
-    admin = rk.Registry(tmp_path_factory.mktemp("gov"), user="root", policy="governed")
-    admin.add_user("alice", ["modeller"])
-    admin.add_user("carol", ["approver"])
-    admin.as_user("alice").register_model(
+    team = governed_team(
+        tmp_path_factory.mktemp("gov"), {"alice": ["modeller"], "carol": ["approver"]}
+    )
+    admin = team["root"]
+    team["alice"].register_model(
         train_glm(train), MODEL, training_data=train, target="claim_count", exposure="exposure"
     )
-    tokens = {name: admin.create_token(name) for name in ("alice", "carol")}
+    tokens = {name: token_of(team[name]) for name in ("alice", "carol")}
     rows = holdout[[*RATING_FACTORS, "exposure", "claim_count"]].copy()
     for name in ("area", "fuel", "cover"):
         rows[name] = rows[name].astype(str)
@@ -80,8 +82,8 @@ def test_the_workflow_end_to_end_with_the_same_rules(world) -> None:
 
 
 def test_a_revoked_token_stops_working(world) -> None:
-    admin, _, _, client = world
-    token = admin.create_token("carol")
+    admin, tokens, _, client = world
+    token = rk.Registry(admin.url, token=tokens["carol"]).create_token(description="spare")
     admin.revoke_token(token.split("_")[1])
     response = client.get("/v1/requests", headers=bearer(token))
     assert response.status_code == 401

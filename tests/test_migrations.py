@@ -24,7 +24,7 @@ def test_head_revision_constant_matches_the_migration_scripts() -> None:
 
 
 def test_migrated_database_matches_the_declared_tables(tmp_path) -> None:
-    registry = rk.Registry(tmp_path)
+    registry, _token = rk.Registry.create(tmp_path, admin="root")
     with registry.engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
         assert differences == []
@@ -36,7 +36,7 @@ def test_migrated_database_matches_the_declared_tables(tmp_path) -> None:
 
 
 def test_reopening_a_registry_keeps_its_data_and_artifact_folder(tmp_path) -> None:
-    first = rk.Registry(tmp_path / "reg", artifacts=tmp_path / "blobs")
+    first, _token = rk.Registry.create(tmp_path / "reg", artifacts=tmp_path / "blobs", admin="r")
     assert first.generation() == 0
     second = rk.Registry(tmp_path / "reg")
     assert second.blobs.root == (tmp_path / "blobs").resolve()

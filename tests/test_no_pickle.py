@@ -27,7 +27,7 @@ def test_no_runtime_module_imports_a_pickle_family_module() -> None:
 
 def test_package_files_are_json_and_onnx_only(tmp_path) -> None:
     book = motor_portfolio(2000, seed=5)
-    registry = rk.Registry(tmp_path)
+    registry, _token = rk.Registry.create(tmp_path, admin="modeller")
     glm = registry.register_model(train_glm(book), "m", training_data=book, exposure="exposure")
     gbm = registry.register_model(train_gbm(book, 10), "m", training_data=book, exposure="exposure")
     manifest = json.loads(registry.blobs.get(glm.artifact_digest))
@@ -60,7 +60,7 @@ def test_an_unknown_flavor_is_refused_not_run() -> None:
 
 
 def test_an_unsupported_model_is_refused_with_a_clear_error(tmp_path) -> None:
-    registry = rk.Registry(tmp_path)
+    registry, _token = rk.Registry.create(tmp_path, admin="modeller")
     book = motor_portfolio(500)
     with pytest.raises(rk.UnsupportedModelError, match=r"cannot package a builtins\.dict"):
         registry.register_model({"not": "a model"}, "m", training_data=book)

@@ -18,7 +18,7 @@ def book():
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, book):
-    registry = rk.Registry(tmp_path_factory.mktemp("scorer"), user="modeller")
+    registry = rk.Registry.create(tmp_path_factory.mktemp("scorer"), admin="modeller")[0]
     registry.register_model(train_glm(book), "freq", training_data=book, exposure="exposure")
     registry.register_model(
         train_gbm(book, n_trees=30), "freq", training_data=book, exposure="exposure"

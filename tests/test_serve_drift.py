@@ -101,8 +101,15 @@ def test_the_server_exports_live_psi_and_posts_an_alert_when_the_book_drifts(
                 port, "POST", f"/v1/models/{MODEL}/score", like_training[start : start + 250]
             )
             assert status == 200
-        metrics = wait_for(port, lambda m: gauge(m, "ratekeeper_drift_status", version="1") == 0)
-        assert gauge(metrics, "ratekeeper_drift_quotes", model=MODEL, version="1") == 1000
+        # A check may run between two batches (at 500 quotes, already over the minimum): wait
+        # for the one that saw all 1000.
+        metrics = wait_for(
+            port,
+            lambda m: (
+                gauge(m, "ratekeeper_drift_quotes", model=MODEL, version="1") == 1000
+                and gauge(m, "ratekeeper_drift_status", version="1") == 0
+            ),
+        )
         age_psi = gauge(metrics, "ratekeeper_drift_psi", version="1", factor="driver_age")
         assert age_psi is not None and age_psi < 0.10
         assert gauge(metrics, "ratekeeper_drift_psi", version="1", factor="prediction") < 0.10

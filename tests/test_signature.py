@@ -164,7 +164,7 @@ def test_the_validation_policy_can_allow_what_training_never_showed(signature) -
         "unknown_field",
     }
     with pytest.raises(InvalidInputError, match="out_of_range must be one of"):
-        ValidationPolicy(out_of_range="clip")  # type: ignore[arg-type]
+        ValidationPolicy(out_of_range="cap")  # type: ignore[arg-type]
 
 
 def test_problem_reports_are_capped_but_every_bad_row_is_marked(signature, book) -> None:

@@ -43,7 +43,7 @@ def gender_glm(train):
 def reports(tmp_path_factory):
     book = motor_portfolio(9000, seed=21)
     train, holdout = book.iloc[:6000], book.iloc[6000:]
-    registry = rk.Registry(tmp_path_factory.mktemp("report"), user="modeller")
+    registry = rk.Registry.create(tmp_path_factory.mktemp("report"), admin="modeller")[0]
     for model in (train_glm(train), gender_glm(train)):
         registry.register_model(model, "motor", training_data=train, exposure="exposure")
     champion, challenger = (registry.load_model(f"models:/motor/{v}") for v in (1, 2))

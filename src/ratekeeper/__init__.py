@@ -3,6 +3,7 @@
 from ratekeeper.engine.scorer import Scorer
 from ratekeeper.errors import (
     ConflictError,
+    ImplausiblePriceError,
     IntegrityError,
     InvalidInputError,
     NotFoundError,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConflictError",
     "GatePolicy",
+    "ImplausiblePriceError",
     "IntegrityError",
     "InvalidInputError",
     "ModelVersion",

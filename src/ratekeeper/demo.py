@@ -7,6 +7,7 @@ promote the GLM to Production (the GBM becomes the challenger) → load
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from ratekeeper.cli.output import console, table
+from ratekeeper.errors import NotFoundError, PermissionDeniedError
 from ratekeeper.registry.registry import Registry
+from ratekeeper.settings import Settings
 from ratekeeper.synthetic import (
     CATEGORICAL_FACTORS,
     NUMERIC_FACTORS,
@@ -24,7 +27,7 @@ from ratekeeper.synthetic import (
 from ratekeeper.validation.metrics import gini
 
 MODEL = "motor_frequency"
-MODELLER, CHIEF_ACTUARY = "alice", "carol"
+ADMIN, MODELLER, CHIEF_ACTUARY = "admin", "alice", "carol"
 AVERAGE_CLAIM_COST = 1_800.0  # EUR, an assumption of the demo: frequency × severity = risk premium
 
 
@@ -84,8 +87,12 @@ def holdout_metrics(model: Any, holdout: Any) -> dict[str, float]:
     }
 
 
-def run_demo(registry: Registry, *, n_policies: int = 50_000, out: Path | None = None) -> None:
+def run_demo(
+    uri: str | Path | None, settings: Settings, *, n_policies: int = 50_000, out: Path | None = None
+) -> None:
     started = time.perf_counter()
+    admin, modeller, actuary = open_demo_team(uri, settings)
+    registry = admin
     console.print(
         f"[bold]ratekeeper demo[/] — {registry!r} ({registry.policy}), "
         f"artifacts in {registry.blobs.root}"
@@ -99,13 +106,11 @@ def run_demo(registry: Registry, *, n_policies: int = 50_000, out: Path | None =
 
     glm, gbm = train_glm(train), train_gbm(train)
     console.print("2. trained a Poisson frequency GLM and a LightGBM GBM")
-
-    known = {u.name for u in registry.list_users()}
-    for name, role in ((MODELLER, "modeller"), (CHIEF_ACTUARY, "approver")):
-        if name not in known:
-            registry.add_user(name, [role])
-    modeller, actuary = registry.as_user(MODELLER), registry.as_user(CHIEF_ACTUARY)
-    console.print(f"3. users: {MODELLER} (modeller) and {CHIEF_ACTUARY} (approver, Chief Actuary)")
+    console.print(
+        f"3. users: {MODELLER} (modeller) and {CHIEF_ACTUARY} (approver, Chief Actuary), each "
+        f"enrolled with the one-time code the admin got and holding their own token "
+        f"({tokens_folder(registry)})"
+    )
 
     register = dict(
         training_data=train, target="claim_count", exposure="exposure", id_column="policy_id"
@@ -145,10 +150,13 @@ def run_demo(registry: Registry, *, n_policies: int = 50_000, out: Path | None =
         f"request {request.id}, gates {verdict}"
     )
     decided = actuary.approve(request.id, override=False, comment="signed off by the Chief Actuary")
-    actuary.set_alias(MODEL, "champion", glm_version.version)
+    champion_request = modeller.request_promotion(
+        MODEL, glm_version.version, "@champion", holdout=holdout, comment="the tariff's champion"
+    )
+    actuary.approve(champion_request.id, comment="champion = the signed-off tariff")
     console.print(
-        f"6. {CHIEF_ACTUARY} approved request {decided.id}: version "
-        f"{glm_version.version} → Production (@champion)"
+        f"6. {CHIEF_ACTUARY} approved requests {decided.id} and {champion_request.id}: version "
+        f"{glm_version.version} → Production and @champion (a protected alias)"
     )
     challenger_request = modeller.request_promotion(
         MODEL, gbm_version.version, "Staging", holdout=holdout, comment="challenger"
@@ -205,23 +213,76 @@ def run_demo(registry: Registry, *, n_policies: int = 50_000, out: Path | None =
     from ratekeeper.validation.report import render_html
 
     folder = out or registry.blobs.root.parent / "demo" / f"{MODEL}-v{glm_version.version}"
+    folder.mkdir(parents=True, exist_ok=True)
+    holdout.to_parquet(folder / "holdout.parquet", index=False)
     written = write_rating_tables(registry.load_package(glm_version), folder / "tables")
     report = folder / f"validation-report-{request.id}.html"
     report.write_text(render_html(registry.request_report(request.id)), encoding="utf-8")
     console.print(
-        f"9. the GLM's {len(written)} rating-factor tables (CSV) and the validation "
-        f"report the Chief Actuary read: {folder}"
+        f"9. the GLM's {len(written)} rating-factor tables (CSV), the validation report the "
+        f"Chief Actuary read, and the holdout (holdout.parquet, for `ratekeeper request "
+        f"... --holdout`): {folder}"
     )
     reprice_and_monitor(registry, book, folder)
     check = registry.verify_audit()
     console.print(
-        f"12. audit trail: {check.checked} events, chain {'intact' if check.ok else 'BROKEN'}"
+        f"12. audit trail: {check.checked} events, chain and seal "
+        f"{'intact' if check.ok else 'BROKEN: ' + str(check.reason)}"
     )
     console.print(
         f"done in {time.perf_counter() - started:.1f} s. Next: "
         f"`ratekeeper models show {MODEL}`, `ratekeeper requests list`, "
-        f"`ratekeeper audit log --model {MODEL}`, `ratekeeper serve`"
+        f"`ratekeeper audit log --model {MODEL}`, `ratekeeper serve`; to act as "
+        f"{MODELLER}: `export RATEKEEPER_TOKEN=$(cat {tokens_folder(registry)}/{MODELLER}.token)`"
     )
+
+
+def tokens_folder(registry: Registry) -> Path:
+    return registry.blobs.root.parent / "demo-tokens"
+
+
+def open_demo_team(
+    uri: str | Path | None, settings: Settings
+) -> tuple[Registry, Registry, Registry]:
+    """The demo's admin, modeller and Chief Actuary, each with their own token.
+
+    A new registry is created with ``admin`` as its first admin; the modeller and the Chief
+    Actuary are added and redeem their enrollment codes. The demo keeps the three tokens in
+    ``demo-tokens/`` (0600, folder 0700) beside the artifacts, so that a rerun, and the
+    reader trying the CLI afterwards, can act as each of them. A real team never keeps
+    anyone's token but their own.
+    """
+    try:
+        admin = Registry(uri, settings=settings)
+    except NotFoundError:
+        admin, token = Registry.create(uri, admin=ADMIN, settings=settings)
+        _keep_token(tokens_folder(admin), ADMIN, token)
+    folder = tokens_folder(admin)
+    handles: list[Registry] = []
+    for name in (ADMIN, MODELLER, CHIEF_ACTUARY):
+        kept = folder / f"{name}.token"
+        if not kept.exists():
+            if name == ADMIN:
+                raise PermissionDeniedError(
+                    f"the registry at {uri or settings.home} was not made by the demo: "
+                    "run the demo on a new one (ratekeeper demo --home FOLDER)"
+                )
+            role = "modeller" if name == MODELLER else "approver"
+            code = handles[0].add_user(name, [role]).enrollment_code
+            anonymous = Registry(uri, settings=settings)
+            _keep_token(folder, name, anonymous.enroll(code))
+            anonymous.close()
+        handles.append(Registry(uri, token=kept.read_text().strip(), settings=settings))
+    admin.close()
+    return handles[0], handles[1], handles[2]
+
+
+def _keep_token(folder: Path, name: str, token: str) -> None:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / f"{name}.token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
 
 
 def reprice_and_monitor(registry: Registry, book: Any, folder: Path) -> None:

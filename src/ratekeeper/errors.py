@@ -76,13 +76,23 @@ class IntegrityError(RatekeeperError):
     code = "integrity_error"
 
 
+class ImplausiblePriceError(RatekeeperError):
+    """The model produced a price that is not finite, is negative or is beyond plausibility.
+
+    The price is never returned: a defective or crafted model must not quote it.
+    """
+
+    code = "implausible_price"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One problem with one field of one policy.
 
     ``row`` is the 0-based position of the policy in the request (``None`` for a single policy).
     ``code`` is one of ``missing``, ``unknown_field``, ``wrong_type``, ``unseen_level``,
-    ``not_finite``, ``out_of_range``.
+    ``not_finite``, ``out_of_range``; in batch scoring also ``implausible_price`` (field
+    ``prediction``) for a row the model prices beyond plausibility.
     """
 
     field: str

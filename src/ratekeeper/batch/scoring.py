@@ -6,19 +6,21 @@ chunk goes through ``Scorer.price_valid``: the signature check and the scorer th
 uses, so a policy gets the same price online and in batch.
 
 Every input row ends up in exactly one of two files: the output (the input columns, then
-``prediction``, ``model_name``, ``model_version`` and ``scored_at``) or the rejects file (the
-input columns, then ``row_number`` and ``reasons``).
+``prediction``, ``model_name``, ``model_version`` and ``scored_at``, and ``clipped_fields`` when
+out-of-range values are clipped) or the rejects file (the input columns, then ``row_number`` and
+``reasons``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,9 @@ from ratekeeper.packaging.frames import to_columns
 
 CHUNK_ROWS = 262_144
 STAMPS = ("prediction", "model_name", "model_version", "scored_at")
+CLIPPED_COLUMN = "clipped_fields"
+"""Under ``out_of_range="clip"``: the fields capped at their training range in that row,
+comma-separated in signature order; null when none was."""
 REJECT_COLUMNS = ("row_number", "reasons")
 
 
@@ -51,6 +56,10 @@ class BatchSummary:
     rows_rejected: int
     seconds: float
     scored_at: datetime
+    clipped: dict[str, int] = field(default_factory=dict)
+    """Under ``out_of_range="clip"``: priced rows with that field capped, per field clipped."""
+    rows_clipped: int = 0
+    """Priced rows with at least one field capped."""
 
     @property
     def rows_per_second(self) -> float:
@@ -65,6 +74,9 @@ class BatchSummary:
         )
         if self.rejects is not None:
             line += f" -> {self.rejects}"
+        if self.rows_clipped:
+            fields = ", ".join(f"{name} {rows:,}" for name, rows in self.clipped.items())
+            line += f"; clipped to the training range {self.rows_clipped:,} ({fields})"
         return line
 
 
@@ -76,6 +88,8 @@ class PricedChunk:
     rejected: np.ndarray
     reasons: list[str]
     """One readable reason per rejected row, in row order."""
+    clipped: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per field capped at its training range, the rows capped (the report's masks)."""
 
 
 def price_chunk(scorer: Scorer, batch: Any) -> PricedChunk:
@@ -87,7 +101,7 @@ def price_chunk(scorer: Scorer, batch: Any) -> PricedChunk:
         raise InvalidInputError(f"no policy can be priced: {_reason(whole)}", whole)
     rejected = priced.rejected
     reasons = _reasons(scorer, batch, rejected, priced.report.problems) if rejected.any() else []
-    return PricedChunk(priced.prices, rejected, reasons)
+    return PricedChunk(priced.prices, rejected, reasons, priced.report.clipped)
 
 
 def _reasons(
@@ -124,13 +138,24 @@ def score_file(
     max_rejects: int | None = None,
     workers: int | None = None,
     progress: bool = False,
+    out_of_range: str | None = None,
 ) -> BatchSummary:
     """Price every policy of ``input`` into ``output``; rejected rows go to ``rejects``.
 
     Without ``rejects``, rejected rows go to ``<output stem>.rejects.<ext>`` beside the output.
     More than ``max_rejects`` rejected rows stops the run with ``InvalidInputError`` and writes
     nothing. ``file_format`` (``parquet`` / ``csv``) overrides the extensions.
+    ``out_of_range`` (``reject`` / ``clip``) replaces the version's registered choice for this
+    run; under ``clip`` the output gains ``clipped_fields``.
     """
+    if out_of_range is not None:
+        # Not "allow": a model extrapolating beyond its data is a choice made at registration.
+        if out_of_range not in ("reject", "clip"):
+            raise InvalidInputError(
+                f"out_of_range must be 'reject' or 'clip', not {out_of_range!r}"
+            )
+        policy = replace(scorer.signature.policy, out_of_range=out_of_range)  # type: ignore[arg-type]
+        scorer = scorer.with_policy(policy)
     source, target = Path(input), Path(output)
     if chunk_rows < 1:
         raise InvalidInputError(f"chunk_rows must be positive, got {chunk_rows}")
@@ -177,6 +202,8 @@ def score_file(
         rows_rejected=run.rows_rejected,
         seconds=time.perf_counter() - started,
         scored_at=run.scored_at,
+        clipped={name: rows for name, rows in run.clipped.items() if rows},
+        rows_clipped=run.rows_clipped,
     )
 
 
@@ -188,23 +215,29 @@ class _Run:
     ) -> None:
         import pyarrow as pa
 
-        clashes = [n for n in (*STAMPS, *REJECT_COLUMNS) if n in book.schema.names]
+        self.clips = scorer.signature.policy.out_of_range == "clip"
+        stamps = (*STAMPS, *((CLIPPED_COLUMN,) if self.clips else ()))
+        clashes = [n for n in (*stamps, *REJECT_COLUMNS) if n in book.schema.names]
         if clashes:
             raise InvalidInputError(
                 f"the input already has column(s) {', '.join(clashes)}, which scoring adds: "
                 "rename or drop them first"
             )
         self.scorer, self.book, self.scored_at = scorer, book, scored_at
+        self._lock = threading.Lock()
         self.max_rejects = max_rejects
         self.rows_read = 0
         self.rows_rejected = 0
+        self.clipped = dict.fromkeys(scorer.signature.names, 0)
+        self.rows_clipped = 0
         self._stamp_types = [
             pa.float64(),
             pa.string(),
             pa.int64(),
             pa.timestamp("us", tz="UTC"),
+            *([pa.string()] if self.clips else []),
         ]
-        self.output_schema = _extend(book.schema, STAMPS, self._stamp_types)
+        self.output_schema = _extend(book.schema, stamps, self._stamp_types)
         self.rejects_schema = _extend(book.schema, REJECT_COLUMNS, [pa.int64(), pa.string()])
 
     def chunks(self, workers: int) -> Iterator[tuple[Any, Any]]:
@@ -263,6 +296,8 @@ class _Run:
             pa.repeat(pa.scalar(self.scorer.version, pa.int64()), n_priced),
             pa.repeat(pa.scalar(self.scored_at, self._stamp_types[3]), n_priced),
         ]
+        if self.clips:
+            stamps.append(pa.array(self._clipped_fields(chunk.clipped, keep), type=pa.string()))
         priced = pa.RecordBatch.from_arrays(
             [*priced_rows.columns, *stamps], schema=self.output_schema
         )
@@ -276,6 +311,25 @@ class _Run:
             schema=self.rejects_schema,
         )
         return priced, rejected
+
+    def _clipped_fields(self, clipped: dict[str, np.ndarray], keep: np.ndarray) -> np.ndarray:
+        """Per priced row, the fields capped at their range ("a,b"), None where none was;
+        counted into the run's totals. Called by the scoring threads: counts under a lock."""
+        labels = np.full(int(keep.sum()), None, dtype=object)
+        if not clipped:
+            return labels
+        names = [n for n in self.scorer.signature.names if n in clipped]
+        any_clipped = np.zeros(len(keep), dtype=bool)
+        for name in names:
+            rows = clipped[name] & keep
+            any_clipped |= rows
+            hits = rows[keep]
+            labels[hits] = [name if label is None else f"{label},{name}" for label in labels[hits]]
+            with self._lock:
+                self.clipped[name] += int(rows.sum())
+        with self._lock:
+            self.rows_clipped += int(any_clipped.sum())
+        return labels
 
 
 def _extend(schema: Any, names: tuple[str, ...], types: list[Any]) -> Any:

@@ -46,6 +46,13 @@ from ratekeeper.cli.output import console
     help="Fail (exit 2, nothing written) when more policies than this are rejected.",
 )
 @click.option(
+    "--out-of-range",
+    type=click.Choice(["reject", "clip"]),
+    help="A number outside the training range: reject the policy, or clip it to the range's "
+    "bound and name the field in the output's clipped_fields column [default: the version's "
+    "validation policy, reject unless registered otherwise].",
+)
+@click.option(
     "--chunk-rows",
     type=click.IntRange(min=1),
     default=CHUNK_ROWS,
@@ -61,6 +68,7 @@ def score(
     rejects_path: Path | None,
     file_format: str | None,
     max_rejects: int | None,
+    out_of_range: str | None,
     chunk_rows: int,
 ) -> None:
     """Price every policy of a book with MODEL_URI (e.g. models:/motor/Production).
@@ -78,6 +86,7 @@ def score(
         progress=True,
         file_format=file_format,
         max_rejects=max_rejects,
+        out_of_range=out_of_range,
     )
     console.print(summary.describe(), markup=False, highlight=False, soft_wrap=True)
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ratekeeper.cli.output import console, table
-from ratekeeper.errors import InvalidInputError, RatekeeperError
+from ratekeeper.errors import IntegrityError, InvalidInputError
 
 
 @click.group()
@@ -21,9 +21,36 @@ def users() -> None:
 @click.option("--role", "roles", multiple=True, required=True, help="A role (repeatable).")
 @click.pass_obj
 def users_add(obj: Any, name: str, roles: tuple[str, ...]) -> None:
-    """Add a user (admin only)."""
+    """Add a user (admin only) and print their one-time enrollment code."""
     user = obj.registry.add_user(name, roles)
     console.print(f"user {user.name}: {', '.join(sorted(user.roles))}")
+    _print_enrollment(user)
+
+
+@users.command("enrollment")
+@click.argument("name")
+@click.pass_obj
+def users_enrollment(obj: Any, name: str) -> None:
+    """A new one-time enrollment code for a user (a lost or expired one; admin only)."""
+    _print_enrollment(obj.registry.renew_enrollment(name))
+
+
+def _print_enrollment(user: Any) -> None:
+    console.print(
+        f"enrollment code (give it to {user.name}; once, until "
+        f"{user.enrollment_expires_at:%Y-%m-%d %H:%M} UTC): "
+        f"ratekeeper enroll {user.enrollment_code}",
+        markup=False,
+        highlight=False,
+    )
+
+
+@click.command()
+@click.argument("code")
+@click.pass_obj
+def enroll(obj: Any, code: str) -> None:
+    """Redeem your enrollment code: prints your own token once (keep it in RATEKEEPER_TOKEN)."""
+    click.echo(obj.registry.enroll(code))
 
 
 @users.command("roles")
@@ -48,35 +75,15 @@ def users_list(obj: Any) -> None:
 
 @click.group()
 def tokens() -> None:
-    """API tokens for the HTTP service (shown once, stored hashed, revocable)."""
+    """Your API tokens (shown once, stored hashed, revocable); no one makes another's."""
 
 
 @tokens.command("create")
-@click.option("--user", "user_name", required=True, help="The user the token acts as.")
-@click.option(
-    "--role",
-    "roles",
-    multiple=True,
-    help="Create the user with this role first if they do not exist (repeatable).",
-)
 @click.option("--description", "-m", help="What the token is for.")
 @click.pass_obj
-def tokens_create(
-    obj: Any, user_name: str, roles: tuple[str, ...], description: str | None
-) -> None:
-    """Create a token; it is printed once and cannot be shown again."""
-    registry = obj.registry
-    known = {u.name: u for u in registry.list_users()}
-    if user_name not in known:
-        if not roles:
-            raise InvalidInputError(f"user {user_name!r} does not exist: give --role to add them")
-        registry.add_user(user_name, roles)
-    elif roles and not set(roles) <= known[user_name].roles:
-        raise InvalidInputError(
-            f"{user_name} has the roles {', '.join(sorted(known[user_name].roles))}; "
-            "change them with `ratekeeper users roles`"
-        )
-    click.echo(registry.create_token(user_name, description=description))
+def tokens_create(obj: Any, description: str | None) -> None:
+    """Create a token for yourself; it is printed once and cannot be shown again."""
+    click.echo(obj.registry.create_token(description=description))
 
 
 @tokens.command("list")
@@ -108,7 +115,7 @@ def tokens_revoke(obj: Any, prefix: str) -> None:
     "--holdout",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Holdout policies with observed claims (Parquet or CSV); needed for "
-    "Staging and Production.",
+    "Staging, Production and @protected aliases.",
 )
 @click.option("--target", help="The holdout's observed column [default: the version's target].")
 @click.option("--protected", help="A column the fairness indicator groups by (e.g. gender).")
@@ -124,14 +131,21 @@ def request(
     protected: str | None,
     comment: str | None,
 ) -> None:
-    """Request a promotion; the gates run now and their report is stored with the request."""
+    """Request a promotion (STAGE: Staging, Production, Archived, None, or @champion for a
+    protected alias); the gates run now and their report is stored with the request."""
+    gated = stage.startswith("@") or stage.strip().lower() in ("staging", "production")
+    if holdout is None and gated:
+        raise InvalidInputError(
+            f"a {stage} request runs the promotion gates: give the holdout with --holdout FILE "
+            "(Parquet or CSV with the observed claims)"
+        )
     frame = _read_table(holdout) if holdout is not None else None
     req = obj.registry.request_promotion(
         name, version, stage, holdout=frame, comment=comment, target=target, protected=protected
     )
     verdict = "gates passed" if req.gates_passed else "GATES FAILED"
     console.print(
-        f"request {req.id}: {name} version {version} → {req.stage.value} ({verdict}), {req.status}"
+        f"request {req.id}: {name} version {version} → {req.target} ({verdict}), {req.status}"
     )
     if req.report_digest:
         console.print(f"report: ratekeeper report {req.id} -o report-{req.id}.html")
@@ -145,9 +159,8 @@ def request(
 def approve(obj: Any, request_id: int, comment: str | None, override: bool) -> None:
     """Approve a pending request: the version moves at once."""
     req = obj.registry.approve(request_id, comment=comment, override=override)
-    console.print(
-        f"request {req.id} approved: {req.name} version {req.version} is now in {req.stage.value}"
-    )
+    where = f"@{req.alias} points at it" if req.alias else f"is now in {req.target}"
+    console.print(f"request {req.id} approved: {req.name} version {req.version} {where}")
 
 
 @click.command()
@@ -189,7 +202,7 @@ def requests_list(obj: Any, name: str | None, status: str | None) -> None:
                 r.id,
                 r.name,
                 r.version,
-                r.stage.value,
+                r.target,
                 r.status,
                 "pass" if r.gates_passed else "FAIL",
                 r.requested_by,
@@ -231,8 +244,9 @@ def audit_verify(obj: Any) -> None:
     """Recompute the hash chain; exit 1 naming the first bad event."""
     result = obj.registry.verify_audit()
     if not result.ok:
-        raise RatekeeperError(f"audit trail broken at event {result.first_bad_id}: {result.reason}")
-    console.print(f"audit trail intact: {result.checked} events")
+        where = f" at event {result.first_bad_id}" if result.first_bad_id else ""
+        raise IntegrityError(f"audit trail broken{where}: {result.reason}")
+    console.print(f"audit trail intact: {result.checked} events, head sealed; head {result.head}")
 
 
 @audit.command("log")
@@ -269,4 +283,4 @@ def _read_table(path: Path) -> Any:
     return pd.read_parquet(path)
 
 
-COMMANDS = [users, tokens, request, approve, reject, requests, report, audit]
+COMMANDS = [users, enroll, tokens, request, approve, reject, requests, report, audit]

@@ -33,7 +33,8 @@ EXIT_CODES = {
 
 
 class Context:
-    """Built once per invocation: the settings, and the registry opened on first use."""
+    """Built once per invocation: the settings, and the registry opened on first use (never
+    created: ``ratekeeper init`` does that)."""
 
     def __init__(self, settings: Settings, uri: str | None, artifacts: str | None) -> None:
         self.settings = settings
@@ -65,15 +66,28 @@ class Context:
 )
 @click.option("--artifacts", metavar="PATH", help="Artifact folder (default: the registry's own).")
 @click.option(
-    "--user", metavar="NAME", help="Act as this user [default: $RATEKEEPER_USER or the OS user]."
+    "--token",
+    metavar="TOKEN",
+    help="Your credential for writes [default: $RATEKEEPER_TOKEN]; a governed registry refuses "
+    "writes without one.",
+)
+@click.option(
+    "--user",
+    metavar="NAME",
+    help="Name the actor for reads and open registries [default: $RATEKEEPER_USER or the OS "
+    "user]; never a credential.",
 )
 @click.version_option(package_name="ratekeeper")
 @click.pass_context
-def cli(ctx: click.Context, uri: str | None, artifacts: str | None, user: str | None) -> None:
+def cli(
+    ctx: click.Context, uri: str | None, artifacts: str | None, token: str | None, user: str | None
+) -> None:
     """ratekeeper: a governed model registry and rating engine for insurance pricing."""
     settings = Settings.from_env()
     if user:
         settings = dataclasses.replace(settings, user=user)
+    if token:
+        settings = dataclasses.replace(settings, token=token)
     ctx.obj = Context(settings, uri, artifacts)
     ctx.call_on_close(ctx.obj.close)
 
@@ -103,10 +117,58 @@ for command in [
 def demo(obj: Context, policies: int, home: Path | None) -> None:
     """Train a GLM and a GBM on a synthetic motor portfolio, register, promote and price."""
     from ratekeeper.demo import run_demo
+
+    run_demo(home if home is not None else obj.uri, obj.settings, n_policies=policies)
+
+
+@cli.command()
+@click.option("--admin", required=True, metavar="NAME", help="The registry's first admin.")
+@click.option(
+    "--policy",
+    type=click.Choice(["governed", "open"]),
+    default="governed",
+    show_default=True,
+    help="governed: four-eyes and gates; open: a personal sandbox.",
+)
+@click.option(
+    "--identity",
+    type=click.Choice(["token", "os"]),
+    default="token",
+    show_default=True,
+    help="token: every governed write needs a token; os: the OS account is the actor "
+    "(honest-user governance for one person on a laptop).",
+)
+@click.pass_obj
+def init(obj: Context, admin: str, policy: str, identity: str) -> None:
+    """Create a registry and print its first admin's token, once."""
     from ratekeeper.registry.registry import Registry
 
-    registry = Registry(home, settings=obj.settings) if home is not None else obj.registry
-    run_demo(registry, n_policies=policies)
+    registry, token = Registry.create(
+        obj.uri,
+        admin=admin,
+        policy=policy,
+        identity=identity,
+        artifacts=obj.artifacts,
+        settings=obj.settings,
+    )
+    errors.print(
+        f"created a {policy} registry at {registry!r}; {admin} is its admin. Their token "
+        "(shown once; export it as RATEKEEPER_TOKEN):"
+    )
+    click.echo(token)
+    registry.close()
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def keygen(file: Path) -> None:
+    """Write a new signing key to FILE (0600) for RATEKEEPER_AUDIT_KEY_FILE."""
+    from ratekeeper.governance.signing import create_key_file
+
+    if file.exists():
+        raise click.ClickException(f"{file} exists: a signing key is never overwritten")
+    key = create_key_file(file)
+    click.echo(f"signing key {key.key_id} written to {file}")
 
 
 def main(argv: list[str] | None = None) -> None:

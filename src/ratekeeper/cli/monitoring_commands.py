@@ -1,6 +1,7 @@
 """``drift`` and ``ae``: population stability and actual vs expected, from the command line.
 
-``ratekeeper drift`` exits 0 (stable), 1 (warn) or 2 (alert) so that a scheduler can act on it.
+``ratekeeper drift`` exits 0 (stable), 1 (warn) or 2 (alert) so that a scheduler can act on it,
+and 3 (insufficient) when it holds fewer policies than ``--min-rows`` and judges nothing.
 Its own failures therefore exit with **10 + the usual code** (12 invalid input or a bad option,
 13 model not found, 14–16 as usual, 11 anything else such as an unreadable file): an error is
 never mistaken for an alert. ``ae`` exits 0, or with the usual codes.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.table import Table
@@ -19,6 +20,8 @@ from ratekeeper.cli.output import console
 from ratekeeper.engine import ledger as quote_ledger
 from ratekeeper.engine.ledger import parse_since
 from ratekeeper.errors import InvalidInputError, RatekeeperError
+from ratekeeper.monitoring.drift import EXIT_CODES as DRIFT_EXIT_CODES
+from ratekeeper.monitoring.drift import INSUFFICIENT, MIN_SAMPLE
 from ratekeeper.packaging.signature import CATEGORICAL, Signature
 
 FAILURE_BASE = 10
@@ -73,6 +76,13 @@ class DriftCommand(click.Command):
 @click.option("--exposure", metavar="COL", help="Exposure column [default: the signature's].")
 @click.option("--warn", default=0.10, show_default=True, help="PSI from which a factor warns.")
 @click.option("--alert", default=0.25, show_default=True, help="PSI from which it alerts.")
+@click.option(
+    "--min-rows",
+    default=MIN_SAMPLE,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Fewer rows (or quotes) than this: no PSI, exit 3 (it would be noise).",
+)
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write HTML here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
@@ -86,12 +96,14 @@ def drift(
     exposure: str | None,
     warn: float,
     alert: float,
+    min_rows: int,
     report_path: Path | None,
     as_json: bool,
 ) -> None:
     """PSI per rating factor and for the prediction against the version's reference profile.
 
-    Exit code: 0 stable, 1 warn, 2 alert; 11-16 when the command itself fails.
+    Exit code: 0 stable, 1 warn, 2 alert; 3 insufficient (fewer rows or quotes than
+    --min-rows: nothing judged); 11-16 when the command itself fails.
     """
     from ratekeeper.monitoring.drift import Bands
     from ratekeeper.monitoring.drift import drift as compute_drift
@@ -109,6 +121,9 @@ def drift(
         if since is not None or ledger_dir is not None:
             raise InvalidInputError("--since and --ledger-dir go with --ledger")
         data = _read(data_path, scorer.signature, [exposure] if exposure else [])
+    if data.num_rows < min_rows:
+        what = (f"quotes in the last {since}" if since else "quotes") if from_ledger else "rows"
+        _not_judged(ctx, scorer, what, data.num_rows, min_rows, report_path, as_json)
     report = compute_drift(scorer, data, exposure=exposure, bands=bands)
     if report_path is not None:
         report_path.write_text(render_drift_html(report), encoding="utf-8")
@@ -119,6 +134,38 @@ def drift(
         if report_path is not None:
             console.print(f"report written to {report_path}", markup=False, highlight=False)
     ctx.exit(report.exit_code)
+
+
+def _not_judged(
+    ctx: click.Context,
+    scorer: Any,
+    what: str,
+    rows: int,
+    min_rows: int,
+    report_path: Path | None,
+    as_json: bool,
+) -> NoReturn:
+    """Too few policies for a PSI that means anything: say so, write no report, exit 3."""
+    message = f"not enough {what} ({rows:,} of at least {min_rows:,}): drift not judged"
+    if as_json:
+        body = {
+            "model": scorer.name,
+            "version": scorer.version,
+            "status": INSUFFICIENT,
+            "rows": rows,
+            "min_rows": min_rows,
+            "message": message,
+        }
+        click.echo(json.dumps(body, indent=2))
+    else:
+        console.print(
+            f"Drift — {scorer.name} v{scorer.version}: {INSUFFICIENT.upper()}: {message}",
+            markup=False,
+            highlight=False,
+        )
+        if report_path is not None:
+            console.print(f"no report written to {report_path}", markup=False, highlight=False)
+    ctx.exit(DRIFT_EXIT_CODES[INSUFFICIENT])
 
 
 def _print_drift(report: Any) -> None:
@@ -234,9 +281,6 @@ def read_from_ledger(
     root = ledger_dir or quote_ledger.default_root(obj.settings, obj.registry.url)
     moment = parse_since(since) if since is not None else None
     table = quote_ledger.read_ledger(root, model=model, version=version, since=moment)
-    if table.num_rows == 0:
-        window = f" in the last {since}" if since else ""
-        raise InvalidInputError(f"the quote ledger holds no quotes of {model} v{version}{window}")
     return quote_ledger.inputs_table(table)
 
 

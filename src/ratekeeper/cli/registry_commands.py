@@ -299,4 +299,30 @@ def _version_table(found: list[ModelVersion]) -> None:
     )
 
 
+@alias.command("protected")
+@click.pass_obj
+def alias_protected(obj: Any) -> None:
+    """The protected aliases: they move only through an approved request."""
+    for name in sorted(obj.registry.protected_aliases()):
+        click.echo(name)
+
+
+@alias.command("protect")
+@click.argument("alias_name", metavar="ALIAS")
+@click.pass_obj
+def alias_protect(obj: Any, alias_name: str) -> None:
+    """Make ALIAS move only through an approved request (admin only)."""
+    obj.registry.protect_alias(alias_name)
+    console.print(f"alias {alias_name} is protected")
+
+
+@alias.command("unprotect")
+@click.argument("alias_name", metavar="ALIAS")
+@click.pass_obj
+def alias_unprotect(obj: Any, alias_name: str) -> None:
+    """Let ALIAS move without a request again (admin only)."""
+    obj.registry.unprotect_alias(alias_name)
+    console.print(f"alias {alias_name} is no longer protected")
+
+
 COMMANDS = [models, versions, stage, rollback, alias, history, export_tables]

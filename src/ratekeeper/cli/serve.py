@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from ratekeeper.monitoring.drift import MIN_SAMPLE
+
 
 @click.command()
 @click.option(
@@ -68,7 +70,7 @@ import click
 )
 @click.option(
     "--drift-min-quotes",
-    default=500,
+    default=MIN_SAMPLE,
     show_default=True,
     help="Fewer quotes in the window than this: no PSI (it would be noise).",
 )

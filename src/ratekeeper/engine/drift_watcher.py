@@ -10,10 +10,11 @@ frozen reference profile (``ratekeeper.monitoring.drift``: the same bins, exposu
     ratekeeper_drift_quotes{model, version}           quotes in the window
 
 The prediction's PSI uses the prices the ledger recorded (divided by the exposure): the watcher
-never scores a policy again and loads no model. A window with fewer than ``min_quotes`` quotes is
-not judged (PSI on a handful of policies is
-noise). When a version's status changes (stable → warn → alert, or back), the watcher POSTs a JSON
-alert to the webhook, if one is configured; a failed POST is retried at the next interval.
+never scores a policy again and loads no model. A window with fewer than ``min_quotes`` quotes
+(``monitoring.drift.MIN_SAMPLE`` by default, as for ``ratekeeper drift``) is not judged: PSI on
+a handful of policies is noise. When a version's status changes (stable → warn → alert, or
+back), the watcher POSTs a JSON alert to the webhook, if one is configured; a failed POST is
+retried at the next interval.
 
 The watcher runs in a process of its own beside the workers, at a lower CPU priority: one PSI
 computation and one alert per change whatever the number of workers, and no work in the
@@ -37,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ratekeeper.engine.ledger import inputs_table, read_ledger
 from ratekeeper.errors import NotFoundError, RatekeeperError
-from ratekeeper.monitoring.drift import BAND_ORDER, STABLE, Bands, drift
+from ratekeeper.monitoring.drift import BAND_ORDER, MIN_SAMPLE, STABLE, Bands, drift
 from ratekeeper.registry.entities import ModelVersion, Stage
 from ratekeeper.registry.registry import Registry
 
@@ -49,7 +50,7 @@ class DriftWatchConfig:
     ledger: Path
     interval: float = 60.0
     window: timedelta = timedelta(hours=1)
-    min_quotes: int = 500
+    min_quotes: int = MIN_SAMPLE
     bands: Bands = field(default_factory=Bands)
     webhook: str | None = None
     webhook_timeout: float = 5.0

@@ -76,17 +76,26 @@ def read_key_file(path: Path) -> SigningKey:
 
 
 def create_key_file(path: Path) -> SigningKey:
-    """Write a new random key to ``path`` (0600, never overwriting one) and return it."""
+    """Write a new random key to ``path`` (0600, never overwriting one) and return it.
+
+    The key is written whole to a private temporary file first, then linked into place: a
+    process creating the same registry at the same moment reads either no file or a whole key.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     text = new_key_text()
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return read_key_file(path)
-    with os.fdopen(fd, "w") as out:
-        out.write(text + "\n")
-        out.flush()
-        os.fsync(out.fileno())
+        with os.fdopen(fd, "w") as out:
+            out.write(text + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return read_key_file(path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return parse_key(text)
 
 

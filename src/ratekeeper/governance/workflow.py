@@ -35,6 +35,7 @@ from ratekeeper.store.tables import (
 
 if TYPE_CHECKING:
     from ratekeeper.engine.scorer import Scorer
+    from ratekeeper.packaging.package import Package
     from ratekeeper.validation.gate_report import GateReport
     from ratekeeper.validation.policy import GatePolicy
 
@@ -98,6 +99,8 @@ class PromotionWorkflow(ActingSession):
 
         def get_version(self, name: str, version: int) -> ModelVersion: ...
 
+        def load_package(self, version: ModelVersion) -> Package: ...
+
     # -- requesting ---------------------------------------------------------------------------
     def request_promotion(
         self,
@@ -124,7 +127,8 @@ class PromotionWorkflow(ActingSession):
         goal, alias = _parse_target(stage)
         candidate = self.get_version(name, version)
         self._read_access().require("request")
-        prohibited = prohibited_factors_used(candidate.signature, self.gate_policy)
+        inputs = self.load_package(candidate).model_inputs  # what the model really reads
+        prohibited = prohibited_factors_used(candidate.signature, self.gate_policy, inputs)
         if prohibited:
             raise InvalidInputError(
                 f"{name} version {version} uses prohibited rating factor(s) "

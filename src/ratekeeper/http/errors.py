@@ -22,6 +22,11 @@ STATUS = {
     "conflict": 409,
     "invalid_input": 422,
     "unsupported_model": 422,
+    # The policy is valid but this model cannot price it plausibly (a defective or crafted
+    # package). 422, not 5xx: retrying cannot help, the quote system's path for a 4xx is "refer
+    # to an underwriter", and 5xx stays reserved for the server failing; operators see it by its
+    # outcome label in ratekeeper_requests_total.
+    "implausible_price": 422,
     "permission_denied": 403,
     "unauthenticated": 401,
     "unavailable": 503,

@@ -39,7 +39,13 @@ from ratekeeper.validation.stability import (
 
 STABLE, WARN, ALERT = "stable", "warn", "alert"
 BAND_ORDER = (STABLE, WARN, ALERT)
-EXIT_CODES = {STABLE: 0, WARN: 1, ALERT: 2}
+INSUFFICIENT = "insufficient"
+"""Too few policies to judge: ``ratekeeper drift`` says so and exits 3 (no PSI is computed)."""
+EXIT_CODES = {STABLE: 0, WARN: 1, ALERT: 2, INSUFFICIENT: 3}
+MIN_SAMPLE = 500
+"""The fewest policies (rows or quotes) that ``ratekeeper drift`` and the rating server's drift
+watcher judge. PSI over a handful is noise: one quote puts all its weight in one bin per factor,
+which floors every other bin at 1e-4: PSIs of 4 to 9 on the synthetic motor book, an alert."""
 PREDICTION = "prediction"
 
 

@@ -51,6 +51,8 @@ class Factor:
 
 
 Column = np.ndarray | Factor
+ArrayLike = Any
+"""One value per row: a pandas Series, a numpy or pyarrow array, a list."""
 Columns = dict[str, Column]
 
 
@@ -67,6 +69,51 @@ def to_columns(data: Any) -> tuple[Columns, int]:
         f"cannot score a {type(data).__name__}: pass a pandas DataFrame, a pyarrow Table "
         "or a list of dicts"
     )
+
+
+def named_column(frame: Any, values: Any, *, role: str) -> tuple[str | None, np.ndarray | None]:
+    """Resolve a ``target=`` / ``exposure=`` argument given beside a training frame.
+
+    A column name (or None) is returned as it is, with no values. Anything else is an array-like
+    of one value per row, aligned by position as scikit-learn's ``fit(X, y)`` aligns it (a
+    pandas Series, a numpy array, a pyarrow array or a list). Its name is the Series' name when
+    it has one, else ``role`` (``"target"``, ``"exposure"``). A name that is already a column of
+    the frame must hold the same values (it is that column); other values under the same name
+    are refused rather than renamed silently, because the name is what a holdout or a quote
+    must carry later.
+    """
+    if values is None or isinstance(values, str):
+        return values, None
+    if isinstance(values, (bytes, Mapping)) or np.ndim(values) == 0:
+        raise InvalidInputError(
+            f"{role} must be a column name of training_data or one value per row "
+            f"(a pandas Series, numpy array or list), not {type(values).__name__}"
+        )
+    label = getattr(values, "name", None)
+    name = label if isinstance(label, str) and label else role
+    array = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise InvalidInputError(f"{role} must be one-dimensional, got shape {array.shape}")
+    if len(array) != len(frame):
+        raise InvalidInputError(
+            f"{role} has {len(array)} values but training_data has {len(frame)} rows: "
+            "pass the values aligned with training_data"
+        )
+    if name in frame.columns and not _same_values(frame[name].to_numpy(), array):
+        raise InvalidInputError(
+            f"{role} is named {name!r}, but training_data's {name!r} column holds other values: "
+            "rename one of them, or pass the column's name"
+        )
+    return name, array
+
+
+def _same_values(left: np.ndarray, right: np.ndarray) -> bool:
+    try:
+        return bool(np.array_equal(left, right, equal_nan=True))
+    except TypeError:  # object values: NaN cannot be compared, so compare them as they are
+        return bool(np.array_equal(left, right))
 
 
 def take(columns: Columns, rows: np.ndarray) -> Columns:

@@ -17,9 +17,21 @@ from typing import Any
 import numpy as np
 
 from ratekeeper.errors import UnsupportedModelError
+from ratekeeper.packaging import schema
 from ratekeeper.packaging.frames import Column, Columns, Factor, as_float, level_codes
+from ratekeeper.packaging.schema import (
+    MAX_COEFFICIENTS,
+    MAX_FIELDS,
+    MAX_LEVELS,
+    MAX_LOG_COEFFICIENT,
+    MAX_RATE,
+    refuse,
+    short,
+)
+from ratekeeper.packaging.signature import CATEGORICAL, INTEGER, NUMERIC, RATING_FACTOR, Signature
 
 _LINKS = ("log", "identity")
+FAMILIES = ("poisson", "gamma", "tweedie", "normal")
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,62 @@ class GLMTerms:
             },
             numeric={k: float(v) for k, v in body["numeric"].items()},
         )
+
+
+def checked_terms(value: Any, signature: Signature) -> GLMTerms:
+    """The coefficients of a manifest, each finite and bounded, each term a factor of ``signature``.
+
+    On the log scale every term's largest contribution stays within ``MAX_LOG_COEFFICIENT``:
+    a level's coefficient, or a numeric coefficient times the largest |value| of its training
+    range. On the identity scale the same holds against ``MAX_RATE``.
+    """
+    body = schema.obj(
+        value, "glm", {"family", "link", "power", "intercept", "categorical", "numeric"}
+    )
+    schema.choice(body["family"], "glm.family", FAMILIES)
+    link = schema.choice(body["link"], "glm.link", _LINKS)
+    if body["power"] is not None:
+        schema.number(body["power"], "glm.power", -10.0, 10.0)
+    bound = MAX_LOG_COEFFICIENT if link == "log" else MAX_RATE
+    schema.number(body["intercept"], "glm.intercept", -bound, bound)
+    categorical = schema.mapping(body["categorical"], "glm.categorical", MAX_FIELDS)
+    numeric = schema.mapping(body["numeric"], "glm.numeric", MAX_FIELDS)
+    count = 0
+    for name, table in categorical.items():
+        where = f"glm.categorical.{short(name)}"
+        _check_term(signature, name, (CATEGORICAL,), where)
+        for level, coefficient in schema.mapping(table, where, MAX_LEVELS).items():
+            schema.string(level, where, schema.MAX_LEVEL_CHARS)
+            schema.number(coefficient, f"{where}[{short(level)}]", -bound, bound)
+        count += len(table)
+        if count > MAX_COEFFICIENTS:
+            raise refuse("glm", f"has more than {MAX_COEFFICIENTS:,} coefficients")
+    for name, coefficient in numeric.items():
+        where = f"glm.numeric.{short(name)}"
+        if name in categorical:
+            raise refuse(where, "is also a categorical term")
+        field = _check_term(signature, name, (NUMERIC, INTEGER), where)
+        per_unit = schema.number(coefficient, where)
+        reach = max(abs(field.minimum or 0.0), abs(field.maximum or 0.0))
+        if abs(per_unit) * reach > bound:
+            raise refuse(
+                where,
+                f"moves the linear predictor by {abs(per_unit) * reach:.3g} over the training "
+                f"range, more than the {bound:g} allowed",
+            )
+    return GLMTerms.from_dict(body)
+
+
+def _check_term(signature: Signature, name: str, kinds: tuple[str, ...], where: str) -> Any:
+    if name not in signature.names:
+        raise refuse(where, "is a term of a field the signature does not declare")
+    field = signature.field(name)
+    if field.role != RATING_FACTOR or field.kind not in kinds:
+        raise refuse(
+            where,
+            f"is a term of {field.kind} {field.role} field, not of a {kinds[0]} rating factor",
+        )
+    return field
 
 
 class GLMPredictor:

@@ -13,7 +13,10 @@ The converters run at registration; loading a package needs only onnxruntime.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ratekeeper.errors import UnsupportedModelError
+from ratekeeper.errors import InvalidInputError, UnsupportedModelError
 from ratekeeper.packaging.frames import Columns, Factor, as_float, level_codes
+from ratekeeper.packaging.onnx_graph import check_graph, check_io
 
 TARGET_OPSET = 15  # onnxmltools' LightGBM and XGBoost converters are reliable up to 15
 BATCH_ROWS = 10_000  # from this many rows on, score with every core
@@ -44,6 +48,7 @@ class OnnxInputs:
 
     @classmethod
     def from_dict(cls, body: Mapping[str, Any]) -> OnnxInputs:
+        """From a manifest already checked by ``manifest.read_manifest``."""
         if body["mode"] not in ("matrix", "columns"):
             raise UnsupportedModelError(f"unknown ONNX input mode {body['mode']!r}")
         return cls(
@@ -64,7 +69,9 @@ class OnnxPredictor:
         # with several threads splits the trees between them and sums a policy's trees in
         # another order, so its price would differ from the quote's in the last float32 bits.
         self._model_bytes = model_bytes
+        check_graph(model_bytes)
         self._session = _session(model_bytes, threads=1)
+        check_io(self._session, inputs.mode, inputs.features, set(inputs.categories))
         self._output = self._session.get_outputs()[0].name
         self.inputs = inputs
         self._input_names = [i.name for i in self._session.get_inputs()]
@@ -163,9 +170,34 @@ def _session(model_bytes: bytes, *, threads: int) -> Any:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(
-        model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    # check_graph refuses external data before this point; should a reference slip through,
+    # onnxruntime resolves it in an empty folder of its own, not in the working folder.
+    options.add_session_config_entry("session.model_external_initializers_file_folder", _empty())
+    try:
+        return ort.InferenceSession(
+            model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime's own exception types (Fail, InvalidGraph, ...)
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise InvalidInputError(f"onnxruntime refuses the ONNX graph ({reason})") from None
+
+
+_EMPTY: str | None = None
+
+
+def _empty() -> str:
+    """An empty folder of this process's, removed at exit."""
+    global _EMPTY
+    if _EMPTY is None or not os.path.isdir(_EMPTY):
+        _EMPTY = tempfile.mkdtemp(prefix="ratekeeper-no-external-data-")
+        atexit.register(_remove_empty, _EMPTY, os.getpid())
+    return _EMPTY
+
+
+def _remove_empty(folder: str, pid: int) -> None:
+    if os.getpid() == pid:  # a forked worker leaves its parent's folder alone
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 def _number(value: Any) -> float:

@@ -4,6 +4,10 @@ The manifest (canonical JSON) carries the flavor, the signature, the reference p
 flavor's parameters and the SHA-256 of every file. The version's artifact digest is the
 manifest's digest, so one hash covers everything that prices a policy. Nothing in a package is
 ever executed: a GLM is coefficients, anything else is an ONNX graph.
+
+A package is never trusted: ``validate_package`` (at registration) and ``load_package`` (at
+every load) read the manifest bytes through the same strict checks (``manifest.read_manifest``)
+and rebuild the predictor from them, so what is stored is what was checked.
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ import numpy as np
 from ratekeeper.artifacts import sha256_hex
 from ratekeeper.errors import IntegrityError, InvalidInputError, UnsupportedModelError
 from ratekeeper.packaging import glm, onnx
-from ratekeeper.packaging.frames import Columns, take, to_columns
+from ratekeeper.packaging.frames import ArrayLike, Columns, named_column, take, to_columns
+from ratekeeper.packaging.manifest import FORMAT, read_manifest
 from ratekeeper.packaging.profile import ReferenceProfile
 from ratekeeper.packaging.signature import Signature, ValidationPolicy
 
-FORMAT = "ratekeeper-package/1"
 FIDELITY_ROWS = 2000
 PROFILE_SAMPLE_ROWS = 50_000
 TOLERANCE = {"glm": 1e-9, "onnx": 1e-5}
@@ -55,6 +59,14 @@ class Package:
     def size(self) -> int:
         return len(self.manifest_bytes) + sum(len(b) for b in self.files.values())
 
+    @property
+    def model_inputs(self) -> frozenset[str]:
+        """The fields the model actually reads: a GLM's terms, an ONNX graph's features."""
+        if self.flavor == "glm":
+            body = self.manifest["glm"]
+            return frozenset(body["categorical"]) | frozenset(body["numeric"])
+        return frozenset(self.manifest["onnx"]["inputs"]["features"])
+
 
 def canonical_json(body: Any) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
@@ -64,15 +76,25 @@ def build_package(
     model: Any,
     training_data: Any,
     *,
-    target: str | None = None,
-    exposure: str | None = None,
+    target: str | ArrayLike | None = None,
+    exposure: str | ArrayLike | None = None,
     id_column: str | None = None,
     policy: ValidationPolicy | None = None,
 ) -> Package:
-    """Package a fitted model: convert it, infer its signature and profile, prove fidelity."""
+    """Package a fitted model: convert it, infer its signature and profile, prove fidelity.
+
+    ``target`` and ``exposure`` are column names of ``training_data`` or values aligned with
+    its rows (see ``frames.named_column``): the target's values are only checked, the
+    exposure's become a column of the frame the signature and profile are taken from.
+    """
     frame = as_pandas(training_data)
     if len(frame) == 0:
         raise InvalidInputError("training_data is empty")
+    target_name, _ = named_column(frame, target, role="target")
+    exposure_name, exposure_values = named_column(frame, exposure, role="exposure")
+    if exposure_values is not None and exposure_name not in frame.columns:
+        assert exposure_name is not None  # values always come back named
+        frame = frame.assign(**{exposure_name: exposure_values})
     files: dict[str, bytes] = {}
     terms = _glm_terms(model)
     if terms is not None:
@@ -86,7 +108,12 @@ def build_package(
         files["model.onnx"] = model_bytes
         flavor_body = {"onnx": {"file": "model.onnx", "inputs": inputs.to_dict()}}
     signature = Signature.infer(
-        frame, factors, target=target, exposure=exposure, id_column=id_column, policy=policy
+        frame,
+        factors,
+        target=target_name,
+        exposure=exposure_name,
+        id_column=id_column,
+        policy=policy,
     )
     columns, n_rows = to_columns(frame)
     # The prediction's reference bins come from an evenly spread sample: scoring every training
@@ -107,28 +134,60 @@ def build_package(
 
 
 def load_package(manifest_bytes: bytes, fetch: Callable[[str], bytes]) -> Package:
-    """Rebuild a package from its verified manifest; ``fetch(digest)`` returns verified bytes."""
-    manifest = json.loads(manifest_bytes)
-    if manifest.get("format") != FORMAT:
-        raise IntegrityError(f"unknown package format {manifest.get('format')!r}")
-    files = {name: fetch(digest) for name, digest in manifest["files"].items()}
+    """Rebuild a package from its manifest; ``fetch(digest)`` returns verified bytes.
+
+    A manifest or file that fails the package checks is an ``IntegrityError`` (what is stored
+    cannot be trusted), an unknown flavor an ``UnsupportedModelError``.
+    """
+    try:
+        return _read(manifest_bytes, fetch)
+    except UnsupportedModelError:
+        raise
+    except InvalidInputError as exc:
+        raise IntegrityError(f"the package fails validation: {exc.message}") from None
+
+
+def validate_package(package: Package) -> Package:
+    """The package rebuilt from its own manifest bytes through the checks ``load_package`` runs.
+
+    Registration stores what this returns: a ``Package`` whose predictor, signature or profile
+    disagree with its manifest cannot slip past, since only the manifest and files are stored.
+    Raises ``InvalidInputError`` saying what is wrong.
+    """
+    if not isinstance(package, Package):
+        raise InvalidInputError(f"expected a Package, not {type(package).__name__}")
+    files = package.files
+    if not isinstance(files, dict) or not all(isinstance(b, bytes) for b in files.values()):
+        raise InvalidInputError("a package's files must be a mapping of names to bytes")
+    try:
+        manifest_bytes = package.manifest_bytes
+    except (TypeError, ValueError) as exc:  # NaN, inf or a non-JSON value in the manifest
+        raise InvalidInputError(f"the package manifest is not valid JSON ({exc})") from None
+    by_digest = {sha256_hex(data): data for data in files.values()}
+
+    def fetch(digest: str) -> bytes:
+        data = by_digest.get(digest)
+        if data is None:
+            raise InvalidInputError("package manifest: files names a file the package lacks")
+        return data
+
+    checked = _read(manifest_bytes, fetch)
+    if set(files) != set(checked.files):
+        raise InvalidInputError("the package holds files its manifest does not list")
+    return checked
+
+
+def _read(manifest_bytes: bytes, fetch: Callable[[str], bytes]) -> Package:
+    manifest = read_manifest(manifest_bytes)
+    files = {name: fetch(digest) for name, digest in manifest.files.items()}
     predictor: Predictor
-    if manifest["flavor"] == "glm":
-        predictor = glm.GLMPredictor(glm.GLMTerms.from_dict(manifest["glm"]))
-    elif manifest["flavor"] == "onnx":
-        body = manifest["onnx"]
-        predictor = onnx.OnnxPredictor(
-            files[body["file"]], onnx.OnnxInputs.from_dict(body["inputs"])
-        )
+    if manifest.glm is not None:
+        predictor = glm.GLMPredictor(manifest.glm)
     else:
-        raise UnsupportedModelError(f"unknown flavor {manifest['flavor']!r}")
+        assert manifest.onnx_file is not None and manifest.onnx_inputs is not None
+        predictor = onnx.OnnxPredictor(files[manifest.onnx_file], manifest.onnx_inputs)
     return Package(
-        manifest["flavor"],
-        Signature.from_dict(manifest["signature"]),
-        ReferenceProfile.from_dict(manifest["profile"]),
-        predictor,
-        manifest,
-        files,
+        manifest.flavor, manifest.signature, manifest.profile, predictor, manifest.body, files
     )
 
 

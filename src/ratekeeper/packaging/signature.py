@@ -15,25 +15,33 @@ from typing import Any, Literal
 import numpy as np
 
 from ratekeeper.errors import InvalidInputError, Problem
-from ratekeeper.packaging.frames import Columns, Factor, to_columns
+from ratekeeper.packaging.frames import Columns, Factor, as_float, to_columns
 
 NUMERIC, INTEGER, CATEGORICAL, ANY = "numeric", "integer", "categorical", "any"
 RATING_FACTOR, EXPOSURE, ID = "rating_factor", "exposure", "id"
 MAX_REPORTED_PROBLEMS = 1000
+CLIPPED = "clipped"
+"""The code of a value capped at its training range: recorded, never a reason to reject."""
 _MISSING = object()
 
 
 @dataclass(frozen=True)
 class ValidationPolicy:
-    """What to do with values the training data never showed. Chosen at registration."""
+    """What to do with values the training data never showed.
 
-    out_of_range: Literal["reject", "allow"] = "reject"
+    Stored with the version at registration (what quotes get); batch scoring may choose another
+    ``out_of_range`` for one run. ``out_of_range``: ``reject`` the policy, ``allow`` the value
+    as it is (the model extrapolates), or ``clip`` it to the training range's nearer bound (the
+    price at the bound; each clipped field is recorded). Exposure is never clipped.
+    """
+
+    out_of_range: Literal["reject", "allow", "clip"] = "reject"
     unseen_level: Literal["reject", "allow"] = "reject"
     unknown_field: Literal["reject", "ignore"] = "reject"
 
     def __post_init__(self) -> None:
         for name, allowed in (
-            ("out_of_range", ("reject", "allow")),
+            ("out_of_range", ("reject", "allow", "clip")),
             ("unseen_level", ("reject", "allow")),
             ("unknown_field", ("reject", "ignore")),
         ):
@@ -81,6 +89,9 @@ class ValidationReport:
     n_problems: int
     bad_rows: np.ndarray = field(repr=False)
     """Boolean mask, one entry per row: True where the row cannot be priced."""
+    clipped: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """Per field with a value capped at its training range (policy ``clip``), the boolean mask
+    of those rows; only fields with at least one such row."""
 
     @property
     def ok(self) -> bool:
@@ -193,19 +204,33 @@ class Signature:
     def validate(self, rows: Any) -> ValidationReport:
         """Check a mapping (one policy) or many policies; report every problem at once."""
         if isinstance(rows, Mapping):
-            problems = self.check_row(rows)
-            return ValidationReport(problems, len(problems), np.array([bool(problems)]))
+            clipped: list[str] = []
+            problems = self.check_row(rows, clipped=clipped)
+            masks = {name: np.array([True]) for name in clipped}
+            return ValidationReport(problems, len(problems), np.array([bool(problems)]), masks)
         columns, n_rows = to_columns(rows)
         return self.check_columns(columns, n_rows)
 
-    def check_row(self, row: Mapping[str, Any], position: int | None = None) -> list[Problem]:
-        """All problems of one policy; an empty list means it can be priced."""
+    def check_row(
+        self,
+        row: Mapping[str, Any],
+        position: int | None = None,
+        clipped: list[str] | None = None,
+    ) -> list[Problem]:
+        """All problems of one policy; an empty list means it can be priced.
+
+        Under ``out_of_range="clip"`` the fields whose value must be capped (``clip_row``) are
+        appended to ``clipped``: they are not problems.
+        """
         problems: list[Problem] = []
         for f in self.fields:
             value = row.get(f.name, _MISSING)
             problem = self._check_value(f, value, position)
             if problem is not None:
-                problems.append(problem)
+                if problem.code != CLIPPED:
+                    problems.append(problem)
+                elif clipped is not None:
+                    clipped.append(f.name)
         if self.policy.unknown_field == "reject" and len(row) > 0:
             by_name = self._by_name  # type: ignore[attr-defined]
             for name in row:
@@ -253,9 +278,32 @@ class Signature:
                 )
             return None
         outside = f.minimum is not None and not f.minimum <= number <= f.maximum  # type: ignore[operator]
-        if outside and self.policy.out_of_range == "reject":
+        if outside and self.policy.out_of_range != "allow":
+            if self.policy.out_of_range == "clip":  # only here: in range costs nothing more
+                return Problem(f.name, CLIPPED, _range_message(f, number), row)
             return Problem(f.name, "out_of_range", _range_message(f, number), row)
         return None
+
+    def clip_row(self, row: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
+        """A copy of ``row`` with the ``names`` (from ``check_row``) capped at their range."""
+        capped = dict(row)
+        for name in names:
+            f = self.field(name)
+            capped[name] = min(max(float(row[name]), f.minimum), f.maximum)  # type: ignore[type-var]
+        return capped
+
+    def clip_columns(self, columns: Columns, clipped: Mapping[str, np.ndarray]) -> Columns:
+        """A copy of ``columns`` with the ``clipped`` fields (a report's) capped at their range.
+
+        Every row of such a column is capped: a value within the range is unchanged, and a
+        row the check rejected (not finite, ...) is never priced."""
+        if not clipped:
+            return columns
+        capped = dict(columns)
+        for name in clipped:
+            f = self.field(name)
+            capped[name] = np.clip(as_float(columns[name]), f.minimum, f.maximum)
+        return capped
 
     def check_columns(self, columns: Columns, n_rows: int) -> ValidationReport:
         """Vectorised checks over named columns (from ``frames.to_columns``)."""
@@ -302,10 +350,14 @@ class Signature:
                 finite & (column <= 0),
                 lambda i: f"exposure must be positive, got {column[i]}",
             )
-        elif self.policy.out_of_range == "reject" and f.minimum is not None:
+        elif self.policy.out_of_range != "allow" and f.minimum is not None:
             with np.errstate(invalid="ignore"):
                 outside = finite & ((column < f.minimum) | (column > f.maximum))
-            out.rows(f.name, "out_of_range", outside, lambda i: _range_message(f, float(column[i])))
+            if self.policy.out_of_range == "clip":
+                out.clip(f.name, outside)
+            else:
+                message = lambda i: _range_message(f, float(column[i]))  # noqa: E731
+                out.rows(f.name, "out_of_range", outside, message)
 
     def _check_factor_column(self, f: Field, column: Factor, out: _Collector) -> None:
         """Check each distinct value once, then mark the rows that hold a bad one."""
@@ -315,7 +367,12 @@ class Signature:
         verdicts.append(self._check_value(f, None, None))  # code -1: null
         if all(v is None for v in verdicts):
             return
-        bad = np.array([v is not None for v in verdicts], dtype=bool)[column.codes]
+        if any(v is not None and v.code == CLIPPED for v in verdicts):
+            out.clip(
+                f.name, _codes_in(column, [v is not None and v.code == CLIPPED for v in verdicts])
+            )
+            verdicts = [None if v is not None and v.code == CLIPPED else v for v in verdicts]
+        bad = _codes_in(column, [v is not None for v in verdicts])
 
         def problem(row: int) -> Problem:
             template = verdicts[column.codes[row]]
@@ -325,6 +382,12 @@ class Signature:
         out.problem_rows(bad, problem)
 
 
+def _codes_in(column: Factor, chosen: list[bool]) -> np.ndarray:
+    """Rows whose code is chosen; ``chosen`` has one entry per distinct value, then null's."""
+    mask: np.ndarray = np.array(chosen, dtype=bool)[column.codes]
+    return mask
+
+
 class _Collector:
     """Gathers problems (reporting at most MAX_REPORTED_PROBLEMS) and the mask of bad rows."""
 
@@ -332,6 +395,11 @@ class _Collector:
         self.bad = np.zeros(n_rows, dtype=bool)
         self.problems: list[Problem] = []
         self.count = 0
+        self.clipped: dict[str, np.ndarray] = {}
+
+    def clip(self, name: str, mask: np.ndarray) -> None:
+        if mask.any():
+            self.clipped[name] = mask
 
     def add(self, problem: Problem) -> None:
         self.count += 1
@@ -360,7 +428,7 @@ class _Collector:
             self.problems.append(problem(int(i)))
 
     def report(self) -> ValidationReport:
-        return ValidationReport(self.problems, self.count, self.bad)
+        return ValidationReport(self.problems, self.count, self.bad, self.clipped)
 
 
 def _infer_field(name: str, series: Any) -> Field:

@@ -32,9 +32,16 @@ from ratekeeper.governance.admin import IdentityAndAudit
 from ratekeeper.governance.identity import User
 from ratekeeper.governance.policy import Credential
 from ratekeeper.governance.signing import SigningKey
+from ratekeeper.governance.sso import SingleSignOn, looks_like_jwt
 from ratekeeper.governance.workflow import PromotionWorkflow
 from ratekeeper.packaging import lineage
-from ratekeeper.packaging.package import Package, as_pandas, build_package, load_package
+from ratekeeper.packaging.package import (
+    Package,
+    as_pandas,
+    build_package,
+    load_package,
+    validate_package,
+)
 from ratekeeper.packaging.signature import ValidationPolicy
 from ratekeeper.registry import lifecycle, queries
 from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, StageTransition
@@ -102,7 +109,11 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         explicit = self.settings.artifact_root
         self.blobs = LocalBlobStore(Path(explicit) if explicit else Path(recorded.artifact_root))
         self._os_account = os_account()
-        self._credential = self._credential_from(token or self.settings.token, user)
+        try:
+            self._credential = self._credential_from(token or self.settings.token, user)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     @classmethod
     def create(
@@ -199,15 +210,16 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         if not isinstance(token, str):
             raise InvalidInputError("token must be a string")
         sso = self._single_sign_on()
-        if sso is not None and sso.looks_like_jwt(token):
+        if sso is not None and looks_like_jwt(token):
             person = sso.authenticate(token)
             return Credential("verified", person.name, roles=person.roles)
         with database.read_transaction(self.engine) as conn:
             access = policy_rules.access(conn, Credential("token", "", token), self._os_account)
         return Credential("token", access.actor, token)
 
-    def _single_sign_on(self) -> Any:
-        return None  # wired to governance.sso when the settings configure a provider
+    def _single_sign_on(self) -> SingleSignOn | None:
+        """The company identity provider's verifier, when the settings configure one."""
+        return SingleSignOn.from_settings(self.settings)
 
     def as_user(self, user: str) -> Registry:
         """The same registry acting as a *declared* name: reads, and writes in open registries.
@@ -292,6 +304,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         tags: dict[str, str],
     ) -> ModelVersion:
         """Store an already built package and record it as the next version (one transaction)."""
+        package = validate_package(package)  # a Package object is never trusted (docs/packages.md)
         for data in package.files.values():
             self.blobs.put(data)
         digest = self.blobs.put(package.manifest_bytes)

@@ -196,7 +196,7 @@ def _compatibility_gate(changes: SignatureChanges | None) -> GateResult:
 
 
 def _prohibited_gate(challenger: Scorer, policy: GatePolicy) -> GateResult:
-    used = prohibited_factors_used(challenger.signature, policy)
+    used = prohibited_factors_used(challenger.signature, policy, challenger.model_inputs)
     detail = (
         f"uses prohibited rating factors: {', '.join(used)}"
         if used

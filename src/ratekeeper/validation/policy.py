@@ -21,7 +21,7 @@ recorded in every gate report.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -87,9 +87,18 @@ class GatePolicy:
         return cls(**values)
 
 
-def prohibited_factors_used(signature: Signature, policy: GatePolicy) -> list[str]:
-    """The rating factors of ``signature`` that ``policy`` prohibits, in signature order."""
-    return [f.name for f in signature.rating_factors if policy.prohibits(f.name)]
+def prohibited_factors_used(
+    signature: Signature, policy: GatePolicy, model_inputs: Iterable[str] = ()
+) -> list[str]:
+    """The factors ``policy`` prohibits among the signature's rating factors and the fields the
+    model actually reads (``Package.model_inputs``: a GLM's terms, an ONNX graph's inputs).
+
+    Signature order first, then any input the signature does not list as a rating factor, sorted
+    (a validated package has none; the check does not rely on that).
+    """
+    declared = [f.name for f in signature.rating_factors]
+    undeclared = sorted(set(model_inputs) - set(declared))
+    return [name for name in [*declared, *undeclared] if policy.prohibits(name)]
 
 
 def _check_number(name: str, value: Any, low: float, high: float | None) -> None:
