@@ -6,7 +6,7 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +27,18 @@ from ratekeeper import (
 )
 from ratekeeper.packaging.package import Package, build_package
 from ratekeeper.synthetic import AREAS, COVERS, FUELS, RATING_FACTORS
+from remote_server import remote_registry
+
+
+@pytest.fixture(params=["embedded", "remote"])
+def registry(request: pytest.FixtureRequest, registry: Registry) -> Iterator[Registry]:
+    """Every contract test on each backend, embedded and through the remote client (a rating
+    server over that registry: the team-mode path)."""
+    if request.param == "remote":
+        with remote_registry(registry) as remote:
+            yield remote
+    else:
+        yield registry
 
 
 def register(
@@ -202,7 +214,10 @@ def test_stage_transitions_are_recorded_with_who_and_why(
 ) -> None:
     registry = three_versions
     staged = registry.transition_stage("motor", 1, "Staging", comment="validation passed")
-    bob = Registry(registry.url, artifacts=tmp_path / "artifacts", user="bob")
+    code = registry.add_user("bob", ["admin"]).enrollment_code
+    anonymous = Registry(registry.url)
+    bob = Registry(registry.url, token=anonymous.enroll(code))
+    anonymous.close()
     try:
         live = bob.transition_stage("motor", 1, Stage.PRODUCTION, comment="approved")
     finally:
