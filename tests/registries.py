@@ -36,7 +36,9 @@ def governed_team(
     team = {admin: first}
     for name, roles in users.items():
         code = first.add_user(name, list(roles)).enrollment_code
-        token = rk.Registry(uri, settings=kw.get("settings")).enroll(code)
+        newcomer = rk.Registry(uri, settings=kw.get("settings"))
+        token = newcomer.enroll(code)
+        newcomer.close()  # PostgreSQL: a pooled connection left open fails the test (warnings)
         team[name] = rk.Registry(uri, token=token, **kw)
     return team
 

@@ -168,7 +168,7 @@ class _Replayer:
             return  # SSO roles come from the identity provider's groups, not the registry
         held = self._roles(event.actor)
         if held is None:
-            self.refuse(event, f"{event.actor}, not a user of the registry, {doing}")
+            self.refuse(event, f"{event.actor} {doing}, not being a user of the registry,")
         elif not held & roles:
             self.refuse(
                 event,
@@ -286,24 +286,25 @@ class _Replayer:
             self._rollback_to = None
         if not self.governed:
             return
-        moved = f"{where(model, version)} moved to {new} by {event.actor}"
+        moved = f"moved {where(model, version)} to {new}"
+        by = f"{event.actor} {moved}"
         if number is not None:
             request = self.state.requests.get(number)
             # A promotion archives the previous Production version under the same request.
             archived = old == "Production" and new == "Archived"
             if request is None or request.status != "approved":
-                self.refuse(event, f"{moved} under request {number}, which is not approved")
+                self.refuse(event, f"{by} under request {number}, which was not approved")
             elif not archived and (request.model, request.version, request.stage) != (
                 model,
                 version,
                 new,
             ):
-                self.refuse(event, f"{moved} under request {number}, which asked for another move")
+                self.refuse(event, f"{by} under request {number}, which asked for another move")
         elif new == "Production" and rollback == (model, version):
             if not self.approved(model, version, stage="Production", alias=None):
-                self.refuse(event, f"{moved} (a rollback) though no request ever approved it")
+                self.refuse(event, f"{by} (a rollback) though no request ever approved it")
         elif new in GATED:
-            self.refuse(event, f"{moved} without an approved request")
+            self.refuse(event, f"{by} without an approved request")
         else:
             self.require(event, "archive", moved)
 
@@ -312,12 +313,12 @@ class _Replayer:
         self.state.aliases[(model, alias)] = (version, event.actor)
         if not self.governed:
             return
-        pointed = f"alias {model}@{alias} pointed at version {version} by {event.actor}"
+        pointed = f"pointed alias {model}@{alias} at version {version}"
         self.require(event, "alias", pointed)
         if alias in self.state.protected and not self.approved(
             model, version, stage=None, alias=alias
         ):
-            self.refuse(event, f"protected {pointed} without an approved request")
+            self.refuse(event, f"{event.actor} {pointed} (protected) without an approved request")
 
     def alias_delete(self, event: AuditEvent) -> None:
         self.state.aliases.pop((str(event.model), str(event.target)), None)
