@@ -191,7 +191,11 @@ def _aliases(conn: sa.Connection, state: GovernedState) -> Iterator[str]:
             yield _only(what, key in table)
             continue
         (version, actor), (expected_version, expected_actor) = table[key], state.aliases[key]
-        yield from _differ(what, "points at version", version, expected_version)
+        if version != expected_version:
+            yield (
+                f"{what}: version {version} in the table, "
+                f"version {expected_version} by the audit trail"
+            )
         yield from _differ(what, "set by", actor, expected_actor)
 
 
