@@ -316,3 +316,36 @@ def test_the_kill_switch_still_works_through_the_api(team) -> None:
     assert (back.version, back.stage.value) == (2, "Production")
     assert team["root"].get_version(MODEL, 1).stage.value == "Archived"
     assert team["root"].verify_audit().ok
+
+
+def test_cli_audit_verify_prints_the_head_and_seal_and_exits_6_naming_each_difference(
+    team, capsys
+) -> None:
+    from ratekeeper.cli.main import main
+
+    registry = team["root"]
+    head = registry.verify_audit().head
+    with pytest.raises(SystemExit) as intact:
+        main(["--registry", registry.url, "audit", "verify"])
+    assert intact.value.code == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "audit trail verified: 29 events checked",
+        f"head: {head}  (export it: a later verify's chain must extend it)",
+        "seal: checked with the signing key",
+    ]
+    sql(registry, "UPDATE registry_state SET policy = 'open'")
+    sql(registry, "UPDATE stage_transitions SET actor = 'mallory' WHERE to_stage = 'Staging'")
+    with pytest.raises(SystemExit) as broken:
+        main(["--registry", registry.url, "audit", "verify"])
+    assert broken.value.code == 6  # integrity_error
+    printed = capsys.readouterr()
+    assert printed.out.splitlines()[2:] == [
+        "seal: checked with the signing key",
+        "differs: policy: open in the table, governed by the audit trail",
+        f"differs: stage transition 2 (models/{MODEL} version 2, None → Staging): actor mallory "
+        "in the table, alice by the audit trail",
+    ]
+    assert printed.err == (
+        "error: audit trail broken: the tables differ from the audit trail: "
+        "policy: open in the table, governed by the audit trail\n"
+    )
