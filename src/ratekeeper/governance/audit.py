@@ -16,6 +16,11 @@ signing key, which lives outside the database (``governance/signing.py``). ``ver
 seal when it holds the key. What a seal cannot tell: a whole earlier state put back (head, count
 and seal of a day ago, with every later event deleted) — compare ``verify``'s head with one
 exported earlier (``audit verify`` prints it) to catch that.
+
+A sealed chain proves the events; ``verify`` then proves the tables by them: it replays the events
+into the governed state, checking each against the rules in force when it was written
+(``replay.py``), compares that state with the tables (``reconcile.py``) and checks that the
+protecting triggers are all there (``guards.py``).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Each guard is named with its table and the message it refuses with; a guard coun
 when a trigger of that name exists on that table, is enabled (PostgreSQL's ``ALTER TABLE ...
 DISABLE TRIGGER`` keeps the trigger but switches it off) and still refuses with its message
 (a trigger recreated to do nothing would lose it). What this cannot see: a trigger bypassed for
-one session only (PostgreSQL's ``session_replication_role = replica``) and then left as it was;
-the state replay catches what such a session changed.
+one session only (PostgreSQL's ``session_replication_role = replica``) and then left as it was,
+or one recreated with its message but a condition that never holds; the state replay catches
+what was changed meanwhile.
 """
 
 from __future__ import annotations

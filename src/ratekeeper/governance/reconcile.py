@@ -9,13 +9,14 @@ signature, profile and lineage columns) is not compared: nothing is assumed.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from ratekeeper.governance.replay import GovernedState, column_digest, where
+from ratekeeper.governance.replay import GovernedState, TransitionFacts, column_digest, where
 from ratekeeper.store.tables import (
     aliases,
     enrollments,
@@ -240,37 +241,51 @@ def _requests(conn: sa.Connection, state: GovernedState) -> Iterator[str]:
 
 
 def _transitions(conn: sa.Connection, state: GovernedState) -> Iterator[str]:
+    """Each version's transition rows (by id) against its ``stage`` events (in chain order).
+
+    Paired per version, not globally: on PostgreSQL two models move concurrently, and one
+    transaction can take the lower row id yet append its event second. Moves of one model are
+    serialised by its lock, so per version the two orders agree.
+    """
     rows = conn.execute(
         sa.select(models.c.name, model_versions.c.version, stage_transitions)
         .join(model_versions, model_versions.c.id == stage_transitions.c.version_id)
         .join(models, models.c.id == model_versions.c.model_id)
         .order_by(stage_transitions.c.id)
     ).all()
-    for row, expected in zip(rows, state.transitions, strict=False):
-        what = (
-            f"stage transition {row.id} ({where(row.name, row.version)}, "
-            f"{row.from_stage} → {row.to_stage})"
-        )
-        yield from _differ(
-            what,
-            "move",
-            f"{where(row.name, row.version)} {row.from_stage} → {row.to_stage}",
-            f"{where(expected.model, expected.version)} "
-            f"{expected.from_stage} → {expected.to_stage}",
-        )
-        yield from _differ(what, "actor", row.actor, expected.actor)
-        yield from _differ(what, "request", row.request_id, expected.request_id)
-        yield from _differ(what, "comment", row.comment, expected.comment)
-        if abs(row.at - expected.at) > TRANSITION_CLOCK_SLACK:
-            yield (
-                f"{what}: time {row.at:%Y-%m-%d %H:%M:%S} in the table, "
-                f"{expected.at:%Y-%m-%d %H:%M:%S} by the audit trail"
+    table: dict[tuple[str, int], list[Any]] = defaultdict(list)
+    for row in rows:
+        table[(row.name, row.version)].append(row)
+    trail: dict[tuple[str, int], list[TransitionFacts]] = defaultdict(list)
+    for move in state.transitions:
+        trail[(move.model, move.version)].append(move)
+    for key in sorted(table.keys() | trail.keys()):
+        found, expected = table.get(key, []), trail.get(key, [])
+        for row, move in zip(found, expected, strict=False):
+            yield from _compare_transition(row, move)
+        for row in found[len(expected) :]:
+            yield _only(f"stage transition {row.id} ({_move(row.name, row)})", True)
+        for move in expected[len(found) :]:
+            yield _only(
+                f"stage transition ({_move(move.model, move)}, event {move.event_id})", False
             )
-    for row in rows[len(state.transitions) :]:
-        yield _only(f"stage transition {row.id} ({where(row.name, row.version)})", True)
-    for missing in state.transitions[len(rows) :]:
-        yield _only(
-            f"stage transition of {where(missing.model, missing.version)} "
-            f"{missing.from_stage} → {missing.to_stage} (event {missing.event_id})",
-            False,
+
+
+def _move(name: str, move: Any) -> str:
+    """A transition row or a replayed one, as a line names it."""
+    return f"{where(name, move.version)}, {move.from_stage} → {move.to_stage}"
+
+
+def _compare_transition(row: Any, move: TransitionFacts) -> Iterator[str]:
+    what = f"stage transition {row.id} ({_move(row.name, row)})"
+    yield from _differ(
+        what, "move", f"{row.from_stage} → {row.to_stage}", (f"{move.from_stage} → {move.to_stage}")
+    )
+    yield from _differ(what, "actor", row.actor, move.actor)
+    yield from _differ(what, "request", row.request_id, move.request_id)
+    yield from _differ(what, "comment", row.comment, move.comment)
+    if abs(row.at - move.at) > TRANSITION_CLOCK_SLACK:
+        yield (
+            f"{what}: time {row.at:%Y-%m-%d %H:%M:%S} in the table, "
+            f"{move.at:%Y-%m-%d %H:%M:%S} by the audit trail"
         )
