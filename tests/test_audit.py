@@ -68,7 +68,11 @@ def test_every_state_change_is_an_event_with_actor_before_and_after(registry) ->
         "first",
     )
     assert events[6].before == {"production": 2} and events[6].after == {"production": 1}
-    assert registry.verify_audit() == rk.governance.audit.AuditVerification(True, 11)
+    every = registry.audit_log()
+    assert [e.action for e in every[:2]] == ["registry.create", "token.create"]
+    assert registry.verify_audit() == rk.governance.audit.AuditVerification(
+        True, 12, head=every[-1].hash, sealed=True
+    )
 
 
 def test_the_database_refuses_to_edit_or_delete_audit_events(registry) -> None:
@@ -93,11 +97,11 @@ def test_the_database_refuses_to_change_a_version(registry) -> None:
         ("UPDATE audit_events SET actor = 'mallory' WHERE id = 4", 4, "content was edited"),
         ("DELETE FROM audit_events WHERE id = 5", 6, "predecessor is missing"),
         ("UPDATE audit_events SET id = id + 100 WHERE id = 3", 4, "predecessor is missing"),
-        ("DELETE FROM audit_events WHERE id = 11", 10, "events after it were deleted"),
+        ("DELETE FROM audit_events WHERE id = 12", 11, "events after it were deleted"),
         (
             "INSERT INTO audit_events (id, at, actor, action, prev_hash, hash) "
             "SELECT 7000, at, 'x', "
-            "'stage', hash, 'f00d' FROM audit_events WHERE id = 11",
+            "'stage', hash, 'f00d' FROM audit_events WHERE id = 12",
             7000,
             "content was edited",
         ),
@@ -119,7 +123,7 @@ def test_cli_audit_verify_exits_non_zero_on_a_broken_chain(registry, capsys) -> 
     raw(registry, "UPDATE audit_events SET comment = 'nothing happened' WHERE id = 7", bypass=True)
     with pytest.raises(SystemExit) as exit_info:
         main(["--registry", registry.url, "audit", "verify"])
-    assert exit_info.value.code == 1
-    assert capsys.readouterr().err.startswith(
-        "error: audit trail broken at event 7: its content was edited"
-    )
+    assert exit_info.value.code == 6  # integrity_error
+    printed = capsys.readouterr()
+    assert printed.err.startswith("error: audit trail broken at event 7: its content was edited")
+    assert printed.out.startswith("audit trail FAILED: 7 events checked\nhead: - (the chain")

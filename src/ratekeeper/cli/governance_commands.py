@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -241,12 +242,28 @@ def audit() -> None:
 @audit.command("verify")
 @click.pass_obj
 def audit_verify(obj: Any) -> None:
-    """Recompute the hash chain; exit 1 naming the first bad event."""
+    """Prove the records: the hash chain, the head's seal (with the signing key), the tables
+    against the state the events rebuild, and the protecting triggers. Exit 6 unless all hold."""
     result = obj.registry.verify_audit()
+    say = functools.partial(console.print, markup=False, highlight=False, soft_wrap=True)
+    say(f"audit trail {'verified' if result.ok else 'FAILED'}: {result.checked} events checked")
+    head = result.head or "- (the chain is broken)"
+    say(f"head: {head}  (export it: a later verify's chain must extend it)")
+    say(f"seal: {_SEALS[result.sealed]}")
+    for line in result.state_differences:
+        say(f"differs: {line}")
+    for line in result.missing_guards:
+        say(f"trigger: {line}")
     if not result.ok:
-        where = f" at event {result.first_bad_id}" if result.first_bad_id else ""
-        raise IntegrityError(f"audit trail broken{where}: {result.reason}")
-    console.print(f"audit trail intact: {result.checked} events, head sealed; head {result.head}")
+        at = f" at event {result.first_bad_id}" if result.first_bad_id is not None else ""
+        raise IntegrityError(f"audit trail broken{at}: {result.reason}")
+
+
+_SEALS = {
+    True: "checked with the signing key",
+    False: "DOES NOT MATCH the signing key",
+    None: "not checked (no signing key: RATEKEEPER_AUDIT_KEY_FILE)",
+}
 
 
 @audit.command("log")

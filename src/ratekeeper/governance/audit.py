@@ -16,18 +16,26 @@ signing key, which lives outside the database (``governance/signing.py``). ``ver
 seal when it holds the key. What a seal cannot tell: a whole earlier state put back (head, count
 and seal of a day ago, with every later event deleted) — compare ``verify``'s head with one
 exported earlier (``audit verify`` prints it) to catch that.
+
+A sealed chain proves the events; ``verify`` then proves the tables by them: it replays the events
+into the governed state, checking each against the rules in force when it was written
+(``replay.py``), compares that state with the tables (``reconcile.py``) and checks that the
+protecting triggers are all there (``guards.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from ratekeeper.governance import reconcile, replay
+from ratekeeper.governance.guards import missing_guards
 from ratekeeper.governance.signing import SigningKey
 from ratekeeper.store.tables import GENESIS, audit_events, registry_state
 
@@ -60,7 +68,10 @@ class AuditVerification:
     sealed: bool | None = None
     """True: the head's seal was checked with the key; None: it could not be (no key)."""
     state_differences: tuple[str, ...] = ()
-    """Where the tables differ from the state the events rebuild (first one first)."""
+    """Where the tables differ from the state the events rebuild, and events that broke the rules
+    in force when they were written (first one first)."""
+    missing_guards: tuple[str, ...] = ()
+    """Protecting triggers (migrations 0002, 0003) that are missing, disabled or redefined."""
 
 
 # Built once (a stage or alias move appends at least one event): building a statement costs
@@ -152,12 +163,32 @@ def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
 
 
 def verify(conn: sa.Connection, key: SigningKey | None) -> AuditVerification:
-    """Recompute the chain, then check the head's seal; name the first thing that does not fit."""
+    """Prove the records: the chain, the head's seal, the tables against the state the events
+    rebuild, and the protecting triggers. ``reason`` names the first thing that does not fit, in
+    that order; ``state_differences`` and ``missing_guards`` list everything found."""
+    rows = conn.execute(sa.select(audit_events).order_by(audit_events.c.id)).all()
+    chain = _check_chain(rows) or _check_seal(conn, key, rows)
+    state, violations = replay.replay(_to_event(r) for r in rows)
+    differences = (*violations, *reconcile.differences(conn, state))
+    guards = tuple(missing_guards(conn))
+    reason = chain.reason
+    if reason is None and differences:
+        reason = f"the tables differ from the audit trail: {differences[0]}"
+    if reason is None and guards:
+        reason = f"a protecting trigger is gone: {guards[0]}"
+    return replace(
+        chain,
+        ok=reason is None,
+        reason=reason,
+        state_differences=differences,
+        missing_guards=guards,
+    )
+
+
+def _check_chain(rows: Sequence[sa.Row[Any]]) -> AuditVerification | None:
+    """Recompute the hash chain over the events, oldest first (None: it holds)."""
     expected_prev = GENESIS
-    checked = 0
-    last_id: int | None = None
-    for row in conn.execute(sa.select(audit_events).order_by(audit_events.c.id)):
-        checked += 1
+    for checked, row in enumerate(rows, start=1):
         if row.prev_hash != expected_prev:
             return AuditVerification(
                 False,
@@ -170,7 +201,15 @@ def verify(conn: sa.Connection, key: SigningKey | None) -> AuditVerification:
                 False, checked, row.id, "its content was edited (the hash does not match)"
             )
         expected_prev = row.hash
-        last_id = row.id
+    return None
+
+
+def _check_seal(
+    conn: sa.Connection, key: SigningKey | None, rows: Sequence[sa.Row[Any]]
+) -> AuditVerification:
+    """The head and count kept beside the (intact) chain, then their seal under the key."""
+    head = rows[-1].hash if rows else GENESIS
+    checked, last_id = len(rows), rows[-1].id if rows else None
     state = conn.execute(
         sa.select(
             registry_state.c.audit_head,
@@ -179,13 +218,13 @@ def verify(conn: sa.Connection, key: SigningKey | None) -> AuditVerification:
             registry_state.c.audit_key_id,
         )
     ).one()
-    if state.audit_head != expected_prev or state.audit_count != checked:
+    if state.audit_head != head or state.audit_count != checked:
         return AuditVerification(
             False,
             checked,
             last_id,
             f"events after it were deleted (the chain should hold {state.audit_count} events)",
-            head=expected_prev,
+            head=head,
         )
     if key is None:
         return AuditVerification(
@@ -195,7 +234,7 @@ def verify(conn: sa.Connection, key: SigningKey | None) -> AuditVerification:
             "the head's seal cannot be checked without the signing key "
             "(RATEKEEPER_AUDIT_KEY_FILE): events appended, cut or re-chained with database "
             "access alone would go unseen",
-            head=expected_prev,
+            head=head,
         )
     if state.audit_key_id is not None and state.audit_key_id != key.key_id:
         return AuditVerification(
@@ -203,19 +242,19 @@ def verify(conn: sa.Connection, key: SigningKey | None) -> AuditVerification:
             checked,
             None,
             f"the head was sealed with key {state.audit_key_id}, not with this key ({key.key_id})",
-            head=expected_prev,
+            head=head,
         )
-    if not key.check(SEAL_PURPOSE, seal_message(expected_prev, checked), state.audit_seal):
+    if not key.check(SEAL_PURPOSE, seal_message(head, checked), state.audit_seal):
         return AuditVerification(
             False,
             checked,
             last_id,
             "the head's seal does not match: events were appended, cut or re-chained "
             "without the signing key",
-            head=expected_prev,
+            head=head,
             sealed=False,
         )
-    return AuditVerification(True, checked, head=expected_prev, sealed=True)
+    return AuditVerification(True, checked, head=head, sealed=True)
 
 
 def events(
@@ -229,22 +268,23 @@ def events(
         query = query.limit(limit)
     rows = list(conn.execute(query))
     rows.reverse()
-    return [
-        AuditEvent(
-            r.id,
-            r.at,
-            r.actor,
-            r.action,
-            r.model,
-            r.version,
-            r.target,
-            json.loads(r.before) if r.before else None,
-            json.loads(r.after) if r.after else None,
-            r.comment,
-            r.hash,
-        )
-        for r in rows
-    ]
+    return [_to_event(r) for r in rows]
+
+
+def _to_event(row: sa.Row[Any]) -> AuditEvent:
+    return AuditEvent(
+        row.id,
+        row.at,
+        row.actor,
+        row.action,
+        row.model,
+        row.version,
+        row.target,
+        json.loads(row.before) if row.before else None,
+        json.loads(row.after) if row.after else None,
+        row.comment,
+        row.hash,
+    )
 
 
 def _json(value: Any) -> str | None:

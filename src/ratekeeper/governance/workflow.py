@@ -210,6 +210,15 @@ class PromotionWorkflow(ActingSession):
                 self._decide(
                     conn, request_id, "approved", "policy", "applied by the policy", override=False
                 )
+                audit.append(  # the decision, so that `audit verify` can replay it
+                    conn,
+                    actor="policy",
+                    action="request.applied",
+                    model=name,
+                    version=version,
+                    target=f"request {request_id}",
+                    comment="applied by the policy",
+                )
                 lifecycle.move_stage(
                     conn,
                     access.actor,

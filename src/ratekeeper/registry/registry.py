@@ -25,7 +25,7 @@ from ratekeeper.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from ratekeeper.governance import audit, signing
+from ratekeeper.governance import audit, replay, signing
 from ratekeeper.governance import identity as identity_rules
 from ratekeeper.governance import policy as policy_rules
 from ratekeeper.governance.admin import IdentityAndAudit
@@ -309,6 +309,11 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
             self.blobs.put(data)
         digest = self.blobs.put(package.manifest_bytes)
         now = _now()
+        signature, profile = (
+            json.dumps(package.signature.to_dict()),
+            json.dumps(package.profile.to_dict()),
+        )
+        lineage_text = json.dumps(lineage)
         with self._write("register") as (conn, access):
             database.insert_ignoring_conflict(
                 conn, models, {"name": name, "created_by": access.actor, "created_at": now}
@@ -335,10 +340,10 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
                     created_at=now,
                     stage=Stage.NONE.value,
                     stage_changed_at=now,
-                    signature=json.dumps(package.signature.to_dict()),
-                    profile=json.dumps(package.profile.to_dict()),
+                    signature=signature,
+                    profile=profile,
                     metrics=json.dumps(metrics),
-                    lineage=json.dumps(lineage),
+                    lineage=lineage_text,
                 )
                 .returning(model_versions.c.id)
             ).scalar_one()
@@ -353,7 +358,12 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
                 action="register",
                 model=name,
                 version=number,
-                after={"artifact": digest, "flavor": package.flavor, "metrics": metrics},
+                after={
+                    "artifact": digest,
+                    "flavor": package.flavor,
+                    "metrics": metrics,
+                    **replay.recorded_columns(package.size, signature, profile, lineage_text),
+                },
                 comment=description,
             )
             return queries.to_versions(conn, [queries.version_row(conn, name, number)])[0]
