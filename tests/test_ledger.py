@@ -282,6 +282,11 @@ def test_the_rating_server_records_every_price_and_replay_reproduces_it(tmp_path
         assert replayed.returncode == 0, replayed.stdout + replayed.stderr
         assert "identical" in replayed.stdout
         assert repr(quote["prediction"]) in replayed.stdout
+    verified = subprocess.run(  # the server sealed its chain with the registry's key
+        [*cli, "ledger", "verify", "--ledger", str(ledger)], capture_output=True, text=True
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.endswith("13 rows, 2 chains; seals checked\n")  # one per worker
     missing = subprocess.run(
         [*cli, "replay", new_quote_id(), "--ledger", str(ledger)], capture_output=True, text=True
     )
@@ -296,7 +301,7 @@ def test_a_replay_that_differs_exits_1(tmp_path) -> None:
     body = policies(book, 1)[0]
     quote_id = new_quote_id()
     ledger = tmp_path / "ledger"
-    with recording(LedgerConfig(ledger)) as writer:
+    with recording(LedgerConfig(ledger, key=registry.signing_key)) as writer:
         price = scorer.predict_one(body)
         writer.record(
             quote_id, MODEL, 1, scorer.signature, "quote", "Production", body, price * 1.01

@@ -114,7 +114,7 @@ class LedgerConfig:
     max_queued: int = 1_000_000
     """Quotes held in memory while the disk refuses writes; beyond it they are counted as lost."""
     key: SigningKey | None = None
-    """The server's signing key, sealing each chain entry (``None``: the chains hold hashes only)."""
+    """The server's signing key: seals each chain entry (``None``: the chains hold hashes only)."""
 
 
 class QuoteLedger:

@@ -60,19 +60,21 @@ def file_sha256(path: Path) -> str:
 
 
 def make_dirs(root: Path, folder: Path) -> None:
-    """Create ``folder`` (under ``root``) and any missing parent, each 0700 whatever the umask."""
+    """Create ``folder`` (``root`` or under it) and any missing parent up to ``root``, each 0700
+    whatever the umask (the folders above ``root`` are not the ledger's: made as usual)."""
     missing = []
     current = folder
-    while not current.exists() and current != current.parent:
+    while not current.exists():
         missing.append(current)
         if current == root:
+            current.parent.mkdir(parents=True, exist_ok=True)
             break
         current = current.parent
     for path in reversed(missing):
         try:
             path.mkdir(mode=FOLDER_MODE)
         except FileExistsError:
-            continue  # another writer made it first: its mode is that writer's (also 0700)
+            continue  # another writer made it first (also 0700)
         os.chmod(path, FOLDER_MODE)
 
 
