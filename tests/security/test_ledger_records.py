@@ -25,6 +25,7 @@ import pytest
 from tests.http_helpers import MODEL, make_registry, policies
 from tests.test_ledger import SIGNATURE, policy
 
+import ratekeeper
 from ratekeeper.cli.main import main
 from ratekeeper.engine.ids import new_quote_id
 from ratekeeper.engine.ledger import (
@@ -183,15 +184,21 @@ def test_a_deleted_segment_is_named(written, tmp_path, capsys) -> None:
     assert code == 3 and "not in the ledger" in out
 
 
-def test_a_forged_segment_is_named(written, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("suffix", [".parquet", ".arrows"])
+def test_a_forged_segment_is_named(written, tmp_path, capsys, suffix) -> None:
+    """A segment slipped in, sealed (Parquet) or made to look still open (a stream file)."""
     registry = written[0]
     ledger = copy(written, tmp_path)
     genuine = sealed_segments(ledger)[0]
     table = pq.read_table(genuine).slice(0, 1)
     forged_id = new_quote_id()
     table = table.set_column(0, "quote_id", pa.array([forged_id], pa.string()))
-    forged = genuine.with_name(f"{genuine.stem.split('-')[0]}9-otherhost-4242.parquet")
-    rewrite(forged, table)
+    forged = genuine.with_name(f"{genuine.stem.split('-')[0]}9-otherhost-4242{suffix}")
+    if suffix == ".parquet":
+        rewrite(forged, table)
+    else:
+        with pa.OSFile(str(forged), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
+            out.write_table(table)
     code, out = verify(capsys, registry, ledger)
     assert code == 1
     assert out.strip() == (
@@ -380,3 +387,33 @@ def test_ledger_files_are_0600_and_folders_0700_whatever_the_umask(tmp_path, uma
     assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o600}
     assert len(folders) == 5  # ledger, m, m/_chain, m/v1, m/v1/<day>
     assert {stat.S_IMODE(p.stat().st_mode) for p in folders} == {0o700}
+
+
+def test_a_quote_in_a_segment_still_open_replays_as_unverified(written, tmp_path, capsys) -> None:
+    registry_folder, _, _ = written
+    ledger = copy(written, tmp_path)
+    registry = ratekeeper.Registry(registry_folder, user="modeller")
+    scorer = registry.load_model(f"models:/{MODEL}/1")
+    body = {k: v for k, v in read_ledger_inputs(ledger).items() if v is not None}
+    writer = QuoteLedger(LedgerConfig(ledger, key=registry.signing_key))
+    writer.start()
+    try:
+        quote_id = new_quote_id()
+        price = scorer.predict_one(body)
+        writer.record(quote_id, MODEL, 1, scorer.signature, "quote", "Production", body, price)
+        writer.flush()
+        code, out = replay(capsys, registry_folder, ledger, quote_id)
+        assert code == 0, out
+        assert "identical (unverified: not yet sealed)" in out
+        code, out = verify(capsys, registry_folder, ledger)
+        assert code == 0, out
+        assert "; 1 open segment(s), 1 open chain(s); seals checked" in out
+    finally:
+        writer.close()
+        registry.close()
+    code, out = replay(capsys, registry_folder, ledger, quote_id)
+    assert code == 0 and "verified: hash, rows and chain intact, seals checked" in out
+
+
+def read_ledger_inputs(ledger: Path) -> dict[str, Any]:
+    return dict(pq.read_table(sealed_segments(ledger)[0]).column("inputs")[0].as_py())

@@ -184,7 +184,10 @@ def _verify_model(
     if only is not None:
         if holder is None and only in opened:
             holder = opened[only].path.stem
-        failures = [f for f in failures if f.segment == only or (holder and f.chain == holder)]
+        names = (only, str(Path(only).with_suffix(OPEN_SUFFIX).as_posix()))
+        failures = [f for f in failures if f.segment in names or (holder and f.chain == holder)]
+        if not failures and only not in sealed and state != "open":
+            failures.append(Failure(only, "no chain records this segment (slipped in?)"))
     else:
         result.chains += len(chains)
         result.open_chains += sum(1 for c in chains if c.entries and not _closed(c))
