@@ -70,9 +70,7 @@ def read_key_file(path: Path) -> SigningKey:
     try:
         return parse_key(path.read_text())
     except OSError as exc:
-        raise InvalidInputError(
-            f"cannot read the signing key file {path}: {exc.strerror}"
-        ) from None
+        raise InvalidInputError(f"cannot read the signing key file {path}: {exc.strerror}") from None
 
 
 def create_key_file(path: Path) -> SigningKey:
