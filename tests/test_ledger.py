@@ -63,11 +63,11 @@ def test_quotes_are_written_within_the_flush_interval_and_read_back(tmp_path) ->
     assert table.column("endpoint").unique().to_pylist() == ["quote"]
     inputs = table.column("inputs").to_pylist()
     assert inputs[3] == {"area": "B", "driver_age": 21.0, "exposure": 1.0}
-    # Closed on close(): only Parquet left, in <model>/v<version>/<day>/.
+    # Closed on close(): only Parquet left, in <model>/v<version>/<day>/, and the writer's chain.
     files = sorted(p.relative_to(tmp_path).parts[:3] for p in tmp_path.rglob("*.*"))
     today = datetime.now(UTC).date().isoformat()
-    assert files == [("m", "v1", today)]
-    assert [p.suffix for p in tmp_path.rglob("*.*")] == [".parquet"]
+    assert files == [("m", "_chain", files[0][2]), ("m", "v1", today)]
+    assert sorted(p.suffix for p in tmp_path.rglob("*.*")) == [".jsonl", ".parquet"]
 
 
 def test_versions_filters_and_find_quote(tmp_path) -> None:
@@ -197,6 +197,8 @@ def test_a_stream_cut_mid_batch_keeps_its_complete_batches(tmp_path) -> None:
         handle.truncate(size - 40)  # as if the machine died while writing the second batch
     assert read_ledger(tmp_path).column("prediction").to_pylist() == list(range(10))
     ledger._segments.clear()  # drop the handle without sealing: the file is "left open"
+    for chain in ledger._chains.values():  # and its chain, without its closing entry
+        chain.handle.close()
     ledger._stop.set()
 
 
@@ -280,6 +282,11 @@ def test_the_rating_server_records_every_price_and_replay_reproduces_it(tmp_path
         assert replayed.returncode == 0, replayed.stdout + replayed.stderr
         assert "identical" in replayed.stdout
         assert repr(quote["prediction"]) in replayed.stdout
+    verified = subprocess.run(  # the server sealed its chain with the registry's key
+        [*cli, "ledger", "verify", "--ledger", str(ledger)], capture_output=True, text=True
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.endswith("13 rows, 2 chains; seals checked\n")  # one per worker
     missing = subprocess.run(
         [*cli, "replay", new_quote_id(), "--ledger", str(ledger)], capture_output=True, text=True
     )
@@ -294,7 +301,7 @@ def test_a_replay_that_differs_exits_1(tmp_path) -> None:
     body = policies(book, 1)[0]
     quote_id = new_quote_id()
     ledger = tmp_path / "ledger"
-    with recording(LedgerConfig(ledger)) as writer:
+    with recording(LedgerConfig(ledger, key=registry.signing_key)) as writer:
         price = scorer.predict_one(body)
         writer.record(
             quote_id, MODEL, 1, scorer.signature, "quote", "Production", body, price * 1.01

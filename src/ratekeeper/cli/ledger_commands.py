@@ -1,4 +1,4 @@
-"""``ledger show|list`` and ``replay``: what priced a quote, and proof that it prices the same."""
+"""``ledger show|list|verify`` and ``replay``: what priced a quote, and proof it prices the same."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import click
 
 from ratekeeper.cli.output import pairs, table
 from ratekeeper.engine import ledger as quote_ledger
+from ratekeeper.engine.ledger_verify import verify_ledger, verify_segment
 from ratekeeper.errors import NotFoundError
 
 ledger_option = click.option(
@@ -97,6 +98,32 @@ def ledger_list(
     )
 
 
+@ledger.command("verify")
+@ledger_option
+@click.option("--model", metavar="NAME", help="Only this model.")
+@click.option(
+    "--since",
+    metavar="DURATION",
+    help="Only segments with quotes since: 30m, 24h, 7d [default: all].",
+)
+@click.pass_obj
+def ledger_verify(obj: Any, ledger_dir: str | None, model: str | None, since: str | None) -> None:
+    """Re-hash the sealed segments and check their chains and seals.
+
+    Exits 0 when intact (also without a signing key, when the seals cannot be checked: the line
+    says so), 1 naming the first segment that fails and why.
+    """
+    result = verify_ledger(
+        ledger_root(obj, ledger_dir),
+        obj.registry.signing_key,
+        since=quote_ledger.parse_since(since) if since else None,
+        model=model,
+    )
+    click.echo(result.summary())
+    if not result.intact:
+        raise SystemExit(1)
+
+
 @click.command()
 @click.argument("quote_id")
 @ledger_option
@@ -104,12 +131,22 @@ def ledger_list(
 def replay(obj: Any, quote_id: str, ledger_dir: str | None) -> None:
     """Re-price a recorded quote with its recorded version and inputs: the price must be equal.
 
-    Exits 0 when the replayed price is identical to the recorded one, 1 when it differs.
+    Exits 0 when the replayed price is identical to the recorded one and the quote's segment is
+    intact (or not yet sealed, which it says); 1 when the price differs or the segment fails
+    verification (the record may have been rewritten: the result is not called identical).
     """
-    record = quote_ledger.find_quote(ledger_root(obj, ledger_dir), quote_id)
+    root = ledger_root(obj, ledger_dir)
+    record, segment = quote_ledger.locate_quote(root, quote_id)
     scorer = obj.registry.load_model(f"models:/{record['model']}/{record['version']}")
     replayed = scorer.predict_one(record["inputs"])
-    same = replayed == record["prediction"]
+    check = verify_segment(root, segment, obj.registry.signing_key)
+    same = replayed == record["prediction"] and check.state != "failed"
+    if check.state == "failed":
+        result = "NOT VERIFIED: the record fails verification, so it proves nothing"
+    elif replayed != record["prediction"]:
+        result = f"DIFFERS by {replayed - record['prediction']!r}"
+    else:
+        result = "identical" + (" (unverified: not yet sealed)" if check.state == "open" else "")
     pairs(
         f"Replay of quote {record['quote_id']}",
         [
@@ -118,7 +155,8 @@ def replay(obj: Any, quote_id: str, ledger_dir: str | None) -> None:
             ("artifact", scorer.model_version.artifact_digest),
             ("recorded", repr(record["prediction"])),
             ("replayed", repr(replayed)),
-            ("result", "identical" if same else f"DIFFERS by {replayed - record['prediction']!r}"),
+            ("ledger record", f"{check.state}: {check.reason}"),
+            ("result", result),
         ],
     )
     if not same:

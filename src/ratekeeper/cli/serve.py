@@ -129,11 +129,12 @@ def serve(
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
     url = obj.registry.url  # open (and migrate) the registry here, so a bad URI fails fast
+    key = obj.registry.signing_key  # seals the ledger's chains (None: hashes only)
     obj.close()  # and hold no connection: the workers open their own
     ledger, drift = None, None
     if not no_ledger:
         root = Path(ledger_dir) if ledger_dir else default_root(obj.settings, url)
-        ledger = LedgerConfig(root.resolve())
+        ledger = LedgerConfig(root.resolve(), key=key)
         if drift_interval > 0:
             drift = DriftWatchConfig(
                 ledger=ledger.root,

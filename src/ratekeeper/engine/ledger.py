@@ -19,6 +19,12 @@ is closed after ``segment_seconds`` or ``segment_rows``, at midnight UTC and whe
 it is rewritten as a Parquet file (zstd) and the stream file removed. Segments left open by a
 process that died are closed by the next ledger that starts on the same host.
 
+Each writer also keeps a chain per model (``<model>/_chain/``, see ``ledger_chain.py``): every
+segment it opens and seals, with the sealed file's SHA-256 and row count, hash-linked and sealed
+with the server's signing key, so ``ledger verify`` detects a row deleted, edited or reordered, a
+segment removed or slipped in, and a chain edited or cut short. Files are created 0600 and
+folders 0700, whatever the umask: the ledger holds every policy's rating factors.
+
 Every row holds ``quote_id``, ``quoted_at`` (UTC), ``model``, ``version``, ``endpoint`` (quote,
 score, invocations), ``route`` (what served it: Production, an alias, or ``version N``),
 ``prediction``, and ``inputs``: a struct with the version's signature fields as validated
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -44,7 +51,21 @@ from typing import Any
 import pyarrow as pa
 
 from ratekeeper.engine.ids import _ALPHABET
+from ratekeeper.engine.ledger_chain import (
+    CHAIN_FOLDER,
+    CHAIN_SUFFIX,
+    CLOSED,
+    FILE_MODE,
+    OPENED,
+    SEALED,
+    Chain,
+    Fingerprint,
+    create_private,
+    file_sha256,
+    make_dirs,
+)
 from ratekeeper.errors import InvalidInputError, NotFoundError
+from ratekeeper.governance.signing import SigningKey
 from ratekeeper.packaging.signature import ANY, CATEGORICAL, Signature
 from ratekeeper.settings import Settings
 
@@ -92,6 +113,8 @@ class LedgerConfig:
     fsync: bool = True
     max_queued: int = 1_000_000
     """Quotes held in memory while the disk refuses writes; beyond it they are counted as lost."""
+    key: SigningKey | None = None
+    """The server's signing key: seals each chain entry (``None``: the chains hold hashes only)."""
 
 
 class QuoteLedger:
@@ -107,6 +130,8 @@ class QuoteLedger:
         self._queue_lock = threading.Lock()  # record() against the writer taking the queues
         self._queued = 0
         self._segments: dict[tuple[str, int], _Segment] = {}
+        self._chains: dict[str, Chain] = {}  # this writer's chain per model
+        self._writer: str | None = None  # <start>-<host>-<pid>, made in the writing process
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one flush at a time (the thread, or close())
@@ -150,8 +175,8 @@ class QuoteLedger:
     def start(self) -> None:
         if self._thread is not None:
             return
-        self.config.root.mkdir(parents=True, exist_ok=True)
-        close_orphaned_segments(self.config.root)
+        make_dirs(self.config.root, self.config.root)
+        close_orphaned_segments(self.config.root, self.config.key)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="ratekeeper-ledger", daemon=True)
         self._thread.start()
@@ -167,6 +192,9 @@ class QuoteLedger:
             for segment in self._segments.values():
                 segment.close()
             self._segments.clear()
+            for chain in self._chains.values():
+                chain.close()
+            self._chains.clear()
 
     def flush(self) -> None:
         """Write what is queued now (the background thread does this every interval)."""
@@ -226,11 +254,23 @@ class QuoteLedger:
             if segment is not None:
                 del self._segments[key]
                 segment.close()
-            segment = _Segment.open(self.config, key, batch.schema, day)
+            segment = _Segment.open(self.config, key, batch.schema, day, self._chain(key[0]))
             self._segments[key] = segment
         segment.write(batch)
         self.written += batch.num_rows
         self._observe("written", batch.num_rows)
+
+    def _chain(self, model: str) -> Chain:
+        chain = self._chains.get(model)
+        if chain is None:
+            if self._writer is None:
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+                self._writer = f"{stamp}-{_host()}-{os.getpid()}"
+            chain = Chain.create(
+                self.config.root, model, self._writer, self.config.key, self.config.fsync
+            )
+            self._chains[model] = chain
+        return chain
 
     def _rotate(self) -> None:
         now = time.monotonic()
@@ -246,19 +286,31 @@ class QuoteLedger:
 
 
 class _Segment:
-    def __init__(self, path: Path, sink: Any, writer: Any, day: date, fsync: bool) -> None:
+    def __init__(
+        self, path: Path, sink: Any, writer: Any, day: date, fsync: bool, chain: Chain
+    ) -> None:
         self.path, self._sink, self._writer, self.day, self._fsync = path, sink, writer, day, fsync
+        self.chain = chain
         self.rows = 0
         self.opened = time.monotonic()
 
     @classmethod
-    def open(cls, config: LedgerConfig, key: tuple[str, int], schema: pa.Schema, day: date) -> Any:
+    def open(
+        cls,
+        config: LedgerConfig,
+        key: tuple[str, int],
+        schema: pa.Schema,
+        day: date,
+        chain: Chain,
+    ) -> Any:
         folder = config.root / key[0] / f"v{key[1]}" / day.isoformat()
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dirs(config.root, folder)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         path = folder / f"{stamp}-{_host()}-{os.getpid()}{OPEN_SUFFIX}"
+        os.close(create_private(path))  # the file first: a chained segment always has one
+        chain.opened(path)
         sink = pa.OSFile(str(path), "wb")
-        return cls(path, sink, pa.ipc.new_stream(sink, schema), day, config.fsync)
+        return cls(path, sink, pa.ipc.new_stream(sink, schema), day, config.fsync, chain)
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._writer.write_batch(batch)  # to the OS: a crash of the process loses nothing after
@@ -273,23 +325,35 @@ class _Segment:
     def close(self) -> None:
         self._writer.close()
         self._sink.close()
-        seal(self.path)
+        self.chain.sealed(self.path, seal(self.path))
 
 
-def seal(path: Path) -> Path | None:
+def seal(path: Path) -> Fingerprint:
     """Rewrite an open (stream) segment as Parquet, atomically, and remove the stream file."""
     table = read_stream_segment(path)
     target = path.with_suffix(CLOSED_SUFFIX)
-    if table.num_rows:
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        import pyarrow.parquet as pq  # here, not at import: it is not on a server's start path
+    if not table.num_rows:
+        path.unlink()
+        return Fingerprint(None, 0, None, None)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq  # here, not at import: it is not on a server's start path
 
-        pq.write_table(table, partial, compression="zstd")
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
+    pq.write_table(table, partial, compression="zstd")
+    os.chmod(partial, FILE_MODE)
+    with open(partial, "rb") as handle:
+        os.fsync(handle.fileno())
+    # Hashed before it takes its name: what is chained is what this process wrote.
+    sha256 = file_sha256(partial)
+    os.replace(partial, target)
     path.unlink()
-    return target if table.num_rows else None
+    times = pc.min_max(table["quoted_at"])
+    return Fingerprint(
+        sha256,
+        table.num_rows,
+        times["min"].as_py().isoformat(),
+        times["max"].as_py().isoformat(),
+    )
 
 
 def read_stream_segment(path: Path, *, live: bool = False) -> pa.Table:
@@ -317,15 +381,27 @@ def read_stream_segment(path: Path, *, live: bool = False) -> pa.Table:
     return pa.Table.from_batches(batches, schema=schema)
 
 
-def close_orphaned_segments(root: Path) -> int:
-    """Seal the open segments this host's dead processes left behind; returns how many."""
+def close_orphaned_segments(root: Path, key: SigningKey | None = None) -> int:
+    """Seal the open segments this host's dead processes left behind; returns how many.
+
+    A dead writer's chain is resumed (its lock is free) and every segment it announced but did not
+    seal is sealed into it, then the chain gets its ``closed`` entry (``recovered``). A stream file
+    no chain announced (written by a ledger older than the chains, or planted) is still sealed, so
+    its rows stay readable, but it enters no chain: ``ledger verify`` names it.
+    """
     sealed = 0
     host = _host()
+    for path in sorted(root.glob(f"*/{CHAIN_FOLDER}/*-{host}-*{CHAIN_SUFFIX}")):
+        sealed += _recover_chain(root, path, key)
+    chained_writers = {
+        (p.parent.parent.name, p.stem.rsplit("-", 1)[-1])
+        for p in root.glob(f"*/{CHAIN_FOLDER}/*-{host}-*{CHAIN_SUFFIX}")
+    }
     for path in root.glob(f"*/v*/*/*{OPEN_SUFFIX}"):
         parts = path.stem.rsplit("-", 2)
         if len(parts) != 3 or parts[1] != host or not parts[2].isdigit():
             continue
-        if _alive(int(parts[2])):
+        if _alive(int(parts[2])) or (path.parents[2].name, parts[2]) in chained_writers:
             continue
         try:
             seal(path)
@@ -335,6 +411,53 @@ def close_orphaned_segments(root: Path) -> int:
     if sealed:
         log.warning("closed %d quote-ledger segment(s) left open by a stopped process", sealed)
     return sealed
+
+
+def _recover_chain(root: Path, path: Path, key: SigningKey | None) -> int:
+    """Seal into a dead writer's chain what it left open, and close the chain."""
+    try:
+        lines = path.read_text().splitlines()
+        entries = [json.loads(line) for line in lines]
+    except (OSError, ValueError) as exc:  # a cut-off last line: left for verify to name
+        log.warning("cannot resume the ledger chain %s: %s", path, exc)
+        return 0
+    if not entries or entries[-1]["kind"] == CLOSED:
+        return 0
+    chain = Chain.resume(root, path, key)
+    if chain is None:  # its writer is alive, or another ledger is recovering it now
+        return 0
+    done = {e["segment"] for e in entries if e["kind"] == SEALED}
+    sealed = 0
+    try:
+        for entry in entries:
+            if entry["kind"] != OPENED or entry["segment"] in done:
+                continue
+            target = root / entry["segment"]
+            stream = target.with_suffix(OPEN_SUFFIX)
+            if stream.exists():
+                chain.sealed(stream, seal(stream))
+                sealed += 1
+            elif target.exists():  # sealed, but the writer died before chaining it
+                chain.sealed(stream, _fingerprint(target))
+        chain.close(recovered=True)
+    except BaseException:
+        chain.handle.close()
+        raise
+    return sealed
+
+
+def _fingerprint(path: Path) -> Fingerprint:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["quoted_at"])
+    times = pc.min_max(table["quoted_at"])
+    return Fingerprint(
+        file_sha256(path),
+        table.num_rows,
+        times["min"].as_py().isoformat(),
+        times["max"].as_py().isoformat(),
+    )
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -378,6 +501,11 @@ def inputs_table(quotes: pa.Table) -> pa.Table:
 
 def find_quote(root: Path, quote_id: str) -> dict[str, Any]:
     """One recorded quote, found through the day its time-ordered id carries."""
+    return locate_quote(root, quote_id)[0]
+
+
+def locate_quote(root: Path, quote_id: str) -> tuple[dict[str, Any], Path]:
+    """One recorded quote and the segment file it was found in."""
     import pyarrow.compute as pc
 
     quoted = quote_time(quote_id)
@@ -387,7 +515,7 @@ def find_quote(root: Path, quote_id: str) -> dict[str, Any]:
             continue
         hits = table.filter(pc.equal(table["quote_id"], quote_id))
         if hits.num_rows:
-            return hits.to_pylist()[0]  # type: ignore[no-any-return]
+            return hits.to_pylist()[0], path
     raise NotFoundError(f"quote {quote_id} is not in the ledger at {root}")
 
 
