@@ -38,6 +38,16 @@ def make_registry(folder: Path, n_policies: int = 3000) -> tuple[rk.Registry, An
     return registry, book
 
 
+def bearer_tokens(registry: rk.Registry) -> dict[str, str]:
+    """Authorization headers by role: ``admin`` (the registry's creator) and a ``viewer``."""
+    creator = registry.user
+    registry.add_user("vera", ["viewer"])
+    return {
+        role: f"Bearer {registry.create_token(user)}"
+        for role, user in (("admin", creator), ("viewer", "vera"))
+    }
+
+
 def policies(book: Any, n: int) -> list[dict[str, Any]]:
     rows = book[[*RATING_FACTORS, "exposure"]].head(n).to_dict("records")
     return [
