@@ -39,13 +39,12 @@ def make_registry(folder: Path, n_policies: int = 3000) -> tuple[rk.Registry, An
 
 
 def bearer_tokens(registry: rk.Registry) -> dict[str, str]:
-    """Authorization headers by role: ``admin`` (the registry's creator) and a ``viewer``."""
-    creator = registry.user
+    """Authorization header values by role: ``admin`` (the registry's creator), a ``viewer``
+    and a ``modeller``."""
     registry.add_user("vera", ["viewer"])
-    return {
-        role: f"Bearer {registry.create_token(user)}"
-        for role, user in (("admin", creator), ("viewer", "vera"))
-    }
+    registry.add_user("mona", ["modeller"])
+    users = {"admin": registry.user, "viewer": "vera", "modeller": "mona"}
+    return {role: f"Bearer {registry.create_token(user)}" for role, user in users.items()}
 
 
 def policies(book: Any, n: int) -> list[dict[str, Any]]:

@@ -126,7 +126,7 @@ class Deployments:
             "models": self.served_versions(),
             "load_failures": [
                 {"model": f.name, "version": f.version, "slot": f.slot, "error": f.error}
-                for f in self._failures.values()
+                for f in list(self._failures.values())  # the watcher thread adds to it
             ],
         }
 
@@ -153,6 +153,10 @@ class Deployments:
                         if self._on_swap:
                             self._on_swap(name, slot, scorer.version)
             self._table = table  # the swap: one reference assignment
+            # A slot the registry no longer wants (an alias deleted) has nothing left to fail.
+            self._failures = {
+                key: f for key, f in self._failures.items() if key[1] in wanted.get(key[0], {})
+            }
             self.protected = protected
             self._public = {
                 name: frozenset(

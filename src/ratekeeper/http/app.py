@@ -20,7 +20,7 @@ from starlette.responses import Response
 from ratekeeper.engine.deployments import Deployments, LoadFailure
 from ratekeeper.engine.ids import new_quote_id
 from ratekeeper.engine.ledger import LedgerConfig, QuoteLedger
-from ratekeeper.engine.pinned import PinnedVersions
+from ratekeeper.engine.pinned import CACHE_SIZE, COLD_LOADS_PER_MINUTE, PinnedVersions
 from ratekeeper.errors import InvalidInputError, NotFoundError, Problem, RatekeeperError
 from ratekeeper.http import protocol, schemas
 from ratekeeper.http.access import require
@@ -54,6 +54,10 @@ class AppConfig:
     max_body_bytes: int = 1_000_000
     max_policies: int = 1000
     max_holdout_bytes: int = 50_000_000
+    pinned_cache: int = CACHE_SIZE
+    """Scorers of pinned versions (``?version=N``) kept per worker, least recently used out."""
+    pinned_loads_per_minute: int = COLD_LOADS_PER_MINUTE
+    """Loads of uncached pinned versions one client may start per minute (then 429)."""
     multiprocess_metrics: bool = False
     freeze_after_load: bool = False
     """``gc.freeze()`` after loading models (the server does; see http/server.py)."""
@@ -79,7 +83,11 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
     deployments = Deployments(registry, config.models, on_swap=swapped, on_failure=failed)
     ledger = QuoteLedger(config.ledger, metrics.ledger_event) if config.ledger else None
     auth = TokenAuth(registry)
-    pinned = PinnedVersions(lambda name, version: registry.load_model(f"models:/{name}/{version}"))
+    pinned = PinnedVersions(
+        lambda name, version: registry.load_model(f"models:/{name}/{version}"),
+        size=config.pinned_cache,
+        per_minute=config.pinned_loads_per_minute,
+    )
     pins = Pins(deployments, pinned, auth)
     stop = threading.Event()
 
