@@ -39,6 +39,15 @@ def make_registry(folder: Path, n_policies: int = 3000) -> tuple[rk.Registry, An
     return registry, book
 
 
+def bearer_tokens(registry: rk.Registry) -> dict[str, str]:
+    """Authorization header values by role: ``admin`` (the registry's creator), a ``viewer``
+    and a ``modeller``."""
+    registry.add_user("vera", ["viewer"])
+    registry.add_user("mona", ["modeller"])
+    users = {"admin": registry.user, "viewer": "vera", "modeller": "mona"}
+    return {role: f"Bearer {registry.create_token(user)}" for role, user in users.items()}
+
+
 def policies(book: Any, n: int) -> list[dict[str, Any]]:
     rows = book[[*RATING_FACTORS, "exposure"]].head(n).to_dict("records")
     return [

@@ -81,12 +81,14 @@ def request(
     path: str,
     body: Any = None,
     connection: http.client.HTTPConnection | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     own = connection is None
     conn = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         payload = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, body=payload, headers={"content-type": "application/json"})
+        sent = {"content-type": "application/json", **(headers or {})}
+        conn.request(method, path, body=payload, headers=sent)
         response = conn.getresponse()
         data = response.read()
         kind = response.getheader("content-type", "")

@@ -29,7 +29,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
         train_gbm(book, n_trees=60), MODEL, training_data=book, exposure="exposure"
     )
     registry.transition_stage(MODEL, 1, "Production")
-    registry.set_alias(MODEL, "challenger", 2)
+    registry.set_alias(MODEL, "champion", 2)  # protected: anyone may quote it
     scorer = registry.load_model("models:/motor_frequency/1")
     policies = motor_portfolio(12_000, seed=12)
     policies = policies[~scorer.check(policies).bad_rows].head(N_POLICIES)
@@ -53,7 +53,7 @@ def test_online_and_batch_prices_are_identical(world) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
             for policy in records:
-                for label, query in (("glm", ""), ("gbm", "?alias=challenger")):
+                for label, query in (("glm", ""), ("gbm", "?alias=champion")):
                     status, body = request(
                         port, "POST", f"/v1/models/{MODEL}/quote{query}", policy, conn
                     )

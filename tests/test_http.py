@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.http_helpers import MODEL, make_registry, policies
+from tests.http_helpers import MODEL, bearer_tokens, make_registry, policies
 
 from ratekeeper.http.app import AppConfig, create_app
 
@@ -15,6 +15,12 @@ from ratekeeper.http.app import AppConfig, create_app
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     return make_registry(tmp_path_factory.mktemp("http"))
+
+
+@pytest.fixture(scope="module")
+def admin(world) -> dict[str, str]:
+    """The headers of a token that may read the registry and price any version."""
+    return {"authorization": bearer_tokens(world[0])["admin"]}
 
 
 @pytest.fixture()
@@ -47,15 +53,19 @@ def test_a_quote_is_priced_by_the_production_version(client, world, policy) -> N
     )
 
 
-def test_a_version_or_an_alias_can_be_pinned(client, world, policy) -> None:
+def test_a_version_or_an_alias_can_be_pinned(client, world, policy, admin) -> None:
     registry, _ = world
-    body = client.post(f"/v1/models/{MODEL}/quote?alias=challenger", json=policy).json()
+    url = f"/v1/models/{MODEL}/quote"
+    body = client.post(f"{url}?alias=challenger", json=policy, headers=admin).json()
     assert (body["version"], body["served_by"]) == (2, "challenger")
     assert body["prediction"] == pytest.approx(
         registry.load_model(f"models:/{MODEL}/2").predict_one(policy), rel=1e-12
     )
-    body = client.post(f"/v1/models/{MODEL}/quote?version=3", json=policy).json()
+    body = client.post(f"{url}?version=3", json=policy, headers=admin).json()
     assert (body["version"], body["served_by"]) == (3, "version 3")
+    # The Production version pinned by number: anyone may, and the answer says how it was asked.
+    body = client.post(f"{url}?version=1", json=policy).json()
+    assert (body["version"], body["served_by"]) == (1, "version 1")
 
 
 def test_the_error_body_shape_is_pinned(client, policy) -> None:
@@ -99,6 +109,8 @@ def test_the_error_body_shape_is_pinned(client, policy) -> None:
         (f"/v1/models/{MODEL}/quote?version=abc", b"{}", 422, "invalid_input"),
         (f"/v1/models/{MODEL}/quote?version=0", b"{}", 422, "invalid_input"),
         (f"/v1/models/{MODEL}/score?version=-2", b"[]", 422, "invalid_input"),
+        (f"/v1/models/{MODEL}/quote?version={2**63}", b"{}", 404, "not_found"),
+        (f"/v1/models/{MODEL}/quote?version={'9' * 5000}", b"{}", 404, "not_found"),
         (f"/v1/models/{MODEL}/quote", b'{"a": "' + b"x" * 30_000 + b'"}', 413, "payload_too_large"),
         (f"/v1/models/{MODEL}/score", b'{"policies": 3}', 422, "invalid_input"),
         (f"/v1/models/{MODEL}/score", json.dumps([{}] * 51).encode(), 413, "payload_too_large"),
@@ -113,9 +125,10 @@ def test_the_error_body_shape_is_pinned(client, policy) -> None:
     ],
 )
 def test_bad_requests_get_a_specific_4xx_in_the_same_shape(
-    client, path, body, status, code
+    client, admin, path, body, status, code
 ) -> None:
-    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json", **admin}
+    response = client.post(path, content=body, headers=headers)
     assert response.status_code == status
     error = response.json()["error"]
     assert error["code"] == code and error["message"]
@@ -165,18 +178,22 @@ def test_invocations_speaks_the_mlflow_scoring_protocol(client, world) -> None:
         response = client.post("/invocations", json=body)
         assert response.status_code == 200, response.text
         assert response.json()["predictions"] == pytest.approx(expected, rel=1e-12)
+    text = client.get("/metrics").text
+    assert 'ratekeeper_policies_priced_total{model="motor_frequency",version="1"} 12.0' in text
 
 
-def test_registry_views(client) -> None:
-    models = client.get("/v1/models").json()["models"]
+def test_registry_views(client, admin) -> None:
+    models = client.get("/v1/models", headers=admin).json()["models"]
     assert models[0]["name"] == MODEL and models[0]["production_version"] == 1
     assert models[0]["served"] == {"Production": 1, "challenger": 2}
-    model = client.get(f"/v1/models/{MODEL}").json()
+    model = client.get(f"/v1/models/{MODEL}", headers=admin).json()
     assert [v["stage"] for v in model["versions"]] == ["Production", "None", "None"]
-    version = client.get(f"/v1/models/{MODEL}/versions/2").json()
+    version = client.get(f"/v1/models/{MODEL}/versions/2", headers=admin).json()
     assert (version["flavor"], version["aliases"]) == ("onnx", ["challenger"])
     assert {f["name"] for f in version["signature"]["fields"]} >= {"area", "exposure"}
-    assert client.get(f"/v1/models/{MODEL}/versions/9").status_code == 404
+    for missing in (9, 0, -1, 2**63, 2**64 + 5):
+        response = client.get(f"/v1/models/{MODEL}/versions/{missing}", headers=admin)
+        assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found")
 
 
 def test_health_readiness_and_metrics(client, policy) -> None:
@@ -193,6 +210,8 @@ def test_health_readiness_and_metrics(client, policy) -> None:
         'outcome="ok",version="1"} 1.0'
     ) in text
     assert 'outcome="invalid_input",version="1"} 1.0' in text
+    # Every priced policy counts, whatever the route (a rejected quote prices nothing).
+    assert 'ratekeeper_policies_priced_total{model="motor_frequency",version="1"} 1.0' in text
     assert "ratekeeper_request_duration_seconds_bucket" in text
     assert 'ratekeeper_served_version{model="motor_frequency",slot="challenger"} 2.0' in text
 
@@ -223,6 +242,7 @@ def test_openapi_documents_the_public_paths(client) -> None:
 
 def test_a_model_that_fails_to_load_is_reported_and_the_others_keep_serving(tmp_path) -> None:
     registry, book = make_registry(tmp_path, n_policies=1000)
+    admin = {"authorization": bearer_tokens(registry)["admin"]}
     from ratekeeper.demo import train_glm
 
     registry.register_model(
@@ -254,6 +274,8 @@ def test_a_model_that_fails_to_load_is_reported_and_the_others_keep_serving(tmp_
         )
         # The aliases of the broken model still serve.
         assert (
-            client.post(f"/v1/models/{MODEL}/quote?alias=challenger", json=policy).status_code
+            client.post(
+                f"/v1/models/{MODEL}/quote?alias=challenger", json=policy, headers=admin
+            ).status_code
             == 200
         )

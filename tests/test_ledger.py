@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-from tests.http_helpers import MODEL, make_registry, policies
+from tests.http_helpers import MODEL, bearer_tokens, make_registry, policies
 from tests.server_process import rating_server, request
 
 from ratekeeper.engine.ids import new_quote_id
@@ -213,6 +213,7 @@ def test_parse_since() -> None:
 
 def test_the_rating_server_records_every_price_and_replay_reproduces_it(tmp_path) -> None:
     registry, book = make_registry(tmp_path / "registry")
+    admin = {"authorization": bearer_tokens(registry)["admin"]}
     registry.close()
     ledger = tmp_path / "ledger"
     sent = policies(book, 12)
@@ -225,9 +226,13 @@ def test_the_rating_server_records_every_price_and_replay_reproduces_it(tmp_path
             assert status == 200
             quotes.append(answer)
         status, pinned = request(
-            port, "POST", f"/v1/models/{MODEL}/quote?alias=challenger", sent[0]
+            port, "POST", f"/v1/models/{MODEL}/quote?alias=challenger", sent[0], headers=admin
         )
         assert status == 200 and pinned["version"] == 2
+        status, by_number = request(
+            port, "POST", f"/v1/models/{MODEL}/quote?version=3", sent[1], headers=admin
+        )
+        assert status == 200 and by_number["served_by"] == "version 3"
         status, scored = request(
             port, "POST", f"/v1/models/{MODEL}/score", {"policies": [sent[8], {"area": "Z"}]}
         )
@@ -238,13 +243,13 @@ def test_the_rating_server_records_every_price_and_replay_reproduces_it(tmp_path
         assert status == 422
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # written within the flush interval (1 s)
-            if os.path.isdir(ledger) and read_ledger(ledger).num_rows == 13:
+            if os.path.isdir(ledger) and read_ledger(ledger).num_rows == 14:
                 break
             time.sleep(0.1)
         status, metrics = request(port, "GET", "/metrics")
     table = read_ledger(ledger)
-    assert table.num_rows == 8 + 1 + 1 + 3  # the rejected policies were not priced: no record
-    assert sorted(table.column("endpoint").to_pylist()) == ["invocations"] * 3 + ["quote"] * 9 + [
+    assert table.num_rows == 8 + 2 + 1 + 3  # the rejected policies were not priced: no record
+    assert sorted(table.column("endpoint").to_pylist()) == ["invocations"] * 3 + ["quote"] * 10 + [
         "score"
     ]
     by_id = {r["quote_id"]: r for r in table.to_pylist()}
@@ -256,6 +261,7 @@ def test_the_rating_server_records_every_price_and_replay_reproduces_it(tmp_path
             k: (float(v) if isinstance(v, int | float) else v) for k, v in body.items()
         }
     assert by_id[pinned["quote_id"]]["route"] == "challenger"
+    assert by_id[by_number["quote_id"]]["route"] == "version 3"  # the answer's served_by
     assert (
         by_id[scored["results"][0]["quote_id"]]["prediction"] == scored["results"][0]["prediction"]
     )
@@ -293,6 +299,8 @@ def test_the_rating_server_records_every_price_and_replay_reproduces_it(tmp_path
     assert missing.returncode == 3 and "not in the ledger" in missing.stderr
     assert missing.stderr.count("\n") == 1
     assert 'ratekeeper_ledger_rows_total{outcome="written"}' in metrics
+    # every priced policy of version 1: 8 quotes, 2 in /score, 3 through /invocations
+    assert 'ratekeeper_policies_priced_total{model="motor_frequency",version="1"} 13.0' in metrics
 
 
 def test_a_replay_that_differs_exits_1(tmp_path) -> None:

@@ -105,3 +105,13 @@ class Problem:
         if self.row is not None:
             body["row"] = self.row
         return body
+
+
+class RateLimitedError(RatekeeperError):
+    """A client asked for more than its share (e.g. cold loads of pinned versions)."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

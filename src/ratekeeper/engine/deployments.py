@@ -5,8 +5,10 @@ its aliases. ``refresh()`` reads the registry's generation counter (bumped by ev
 alias move, by any process); when it changed, it loads the versions now wanted *beside* the old
 ones and then replaces the whole table in one assignment. A request holds the scorer it started
 with, so in-flight requests finish on the old version and no request ever sees a half-loaded
-one. A version that fails to load (missing or corrupted artifact) is refused: the slot keeps its
-old scorer, and the failure is reported by ``status()`` and counted.
+one. A version that fails to load is refused, whatever the exception (a missing or corrupted
+artifact, a graph onnxruntime rejects, a KeyError in a crafted manifest, memory): the slot keeps
+its old scorer, the failure is reported by ``status()`` and counted, and the next generation is
+followed as usual. Versions pinned by a request (``?version=N``) live in ``engine/pinned.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from ratekeeper.registry.entities import ModelVersion, Stage
 from ratekeeper.registry.registry import Registry
 
 log = logging.getLogger("ratekeeper.engine")
-PINNED_CACHE = 16  # scorers of explicitly pinned versions (?version=N) kept per process
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,9 @@ class Deployments:
         self._table: dict[str, Served] = {}
         self._generation: int | None = None
         self._failures: dict[tuple[str, str], LoadFailure] = {}
-        self._pinned: dict[tuple[str, int], Scorer] = {}
+        self._public: dict[str, frozenset[int]] = {}
+        self.protected: frozenset[str] = frozenset()
+        """The registry's protected aliases (moved only through an approved request)."""
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
         self._on_swap = on_swap
         self._on_failure = on_failure
@@ -76,10 +79,8 @@ class Deployments:
             raise NotFoundError(f"model {name!r} is not served here")
         return found
 
-    def scorer(
-        self, name: str, *, version: int | None = None, alias: str | None = None
-    ) -> tuple[Scorer, str]:
-        """The scorer for a request and what it is served as (``Production`` or the alias)."""
+    def scorer(self, name: str, *, alias: str | None = None) -> tuple[Scorer, str]:
+        """The scorer of a slot and what it is served as (``Production`` or the alias)."""
         served = self.served(name)
         if alias is not None:
             scorer = served.slots.get(alias)
@@ -87,15 +88,22 @@ class Deployments:
                 self._raise_if_failed(name, alias)
                 raise NotFoundError(f"model {name!r} has no alias {alias!r} here")
             return scorer, alias
-        if version is not None:
-            for slot, scorer in served.slots.items():
-                if scorer.version == version:
-                    return scorer, slot
-            return self._pinned_scorer(name, version), f"version {version}"
         if served.production is None:
             self._raise_if_failed(name, Stage.PRODUCTION.value)
             raise NotFoundError(f"model {name!r} has no Production version")
         return served.production, Stage.PRODUCTION.value
+
+    def slot_scorer(self, name: str, version: int) -> Scorer | None:
+        """A scorer already loaded in one of the model's slots for this version, if any."""
+        for scorer in self.served(name).slots.values():
+            if scorer.version == version:
+                return scorer
+        return None
+
+    def is_public(self, name: str, version: int) -> bool:
+        """Whether anyone may price this version: the registry's Production version, the
+        version of a protected alias, or a version in Staging (approved for it by the gates)."""
+        return version in self._public.get(name, ())
 
     def _raise_if_failed(self, name: str, slot: str) -> None:
         failure = self._failures.get((name, slot))
@@ -103,16 +111,6 @@ class Deployments:
             raise UnavailableError(
                 f"{name} version {failure.version} ({slot}) failed to load: {failure.error}"
             )
-
-    def _pinned_scorer(self, name: str, version: int) -> Scorer:
-        key = (name, version)
-        scorer = self._pinned.get(key)
-        if scorer is None:
-            scorer = self.registry.load_model(f"models:/{name}/{version}")
-            if len(self._pinned) >= PINNED_CACHE:
-                self._pinned.pop(next(iter(self._pinned)))
-            self._pinned[key] = scorer
-        return scorer
 
     def names(self) -> list[str]:
         return sorted(self._table)
@@ -128,7 +126,7 @@ class Deployments:
             "models": self.served_versions(),
             "load_failures": [
                 {"model": f.name, "version": f.version, "slot": f.slot, "error": f.error}
-                for f in self._failures.values()
+                for f in list(self._failures.values())  # the watcher thread adds to it
             ],
         }
 
@@ -139,7 +137,8 @@ class Deployments:
             generation = self.registry.generation()
             if generation == self._generation and not force:
                 return False
-            wanted = self._wanted()
+            protected = self.registry.protected_aliases()
+            wanted, staging = self._wanted()
             table: dict[str, Served] = {}
             for name, slots in wanted.items():
                 old = self._table.get(name)
@@ -154,27 +153,45 @@ class Deployments:
                         if self._on_swap:
                             self._on_swap(name, slot, scorer.version)
             self._table = table  # the swap: one reference assignment
+            # A slot the registry no longer wants (an alias deleted) has nothing left to fail.
+            self._failures = {
+                key: f for key, f in self._failures.items() if key[1] in wanted.get(key[0], {})
+            }
+            self.protected = protected
+            self._public = {
+                name: frozenset(
+                    v.version
+                    for slot, v in slots.items()
+                    if slot == Stage.PRODUCTION.value or slot in protected
+                )
+                | staging.get(name, frozenset())
+                for name, slots in wanted.items()
+            }
             self._generation = generation
             self.ready = True
             return changed
 
-    def _wanted(self) -> dict[str, dict[str, ModelVersion]]:
+    def _wanted(self) -> tuple[dict[str, dict[str, ModelVersion]], dict[str, frozenset[int]]]:
+        """model → slot → version the registry says is live; model → versions in Staging."""
         names = self.explicit_models
         models = {m.name: m for m in self.registry.list_models()}
         if names is None:
             names = [n for n, m in models.items() if m.production_version is not None]
         wanted: dict[str, dict[str, ModelVersion]] = {}
+        staging: dict[str, frozenset[int]] = {}
         for name in names:
             if name not in models:
                 raise NotFoundError(f"model {name!r} does not exist")
             slots: dict[str, ModelVersion] = {}
-            for version in self.registry.list_versions(name):
+            versions = self.registry.list_versions(name)
+            for version in versions:
                 if version.stage == Stage.PRODUCTION:
                     slots[Stage.PRODUCTION.value] = version
                 for alias in version.aliases:
                     slots[alias] = version
             wanted[name] = slots
-        return wanted
+            staging[name] = frozenset(v.version for v in versions if v.stage == Stage.STAGING)
+        return wanted, staging
 
     def _load_slots(
         self, name: str, slots: dict[str, ModelVersion], old: Served | None
@@ -191,15 +208,16 @@ class Deployments:
                 continue
             try:
                 scorer = Scorer(version, self.registry.load_package(version))
-            except RatekeeperError as exc:
-                failure = LoadFailure(name, version.version, slot, exc.message)
+            except Exception as exc:  # any exception: a crafted package raises anything
+                failure = LoadFailure(name, version.version, slot, load_error(exc))
                 self._failures[(name, slot)] = failure
                 log.error(
                     "refusing to serve %s version %d as %s: %s",
                     name,
                     version.version,
                     slot,
-                    exc.message,
+                    failure.error,
+                    exc_info=not isinstance(exc, RatekeeperError),
                 )
                 if self._on_failure:
                     self._on_failure(failure)
@@ -225,6 +243,15 @@ class Deployments:
         thread = threading.Thread(target=loop, name="ratekeeper-watcher", daemon=True)
         thread.start()
         return thread
+
+
+def load_error(exc: BaseException) -> str:
+    """One line for a load failure: ours as they are, anything else named by its type."""
+    if isinstance(exc, RatekeeperError):
+        return exc.message
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 def _versions(table: dict[str, Served]) -> dict[str, dict[str, int]]:

@@ -20,8 +20,11 @@ from starlette.responses import Response
 from ratekeeper.engine.deployments import Deployments, LoadFailure
 from ratekeeper.engine.ids import new_quote_id
 from ratekeeper.engine.ledger import LedgerConfig, QuoteLedger
-from ratekeeper.errors import InvalidInputError, Problem, RatekeeperError
+from ratekeeper.engine.pinned import CACHE_SIZE, COLD_LOADS_PER_MINUTE, PinnedVersions
+from ratekeeper.errors import InvalidInputError, NotFoundError, Problem, RatekeeperError
 from ratekeeper.http import protocol, schemas
+from ratekeeper.http.access import require
+from ratekeeper.http.catchall import CatchAll
 from ratekeeper.http.errors import (
     HTTPProblem,
     error_response,
@@ -30,6 +33,7 @@ from ratekeeper.http.errors import (
 )
 from ratekeeper.http.governance_routes import TokenAuth, add_governance_routes
 from ratekeeper.http.metrics import Metrics
+from ratekeeper.http.pinning import Pins
 from ratekeeper.packaging.signature import problems_error
 from ratekeeper.registry.registry import Registry
 
@@ -50,6 +54,10 @@ class AppConfig:
     max_body_bytes: int = 1_000_000
     max_policies: int = 1000
     max_holdout_bytes: int = 50_000_000
+    pinned_cache: int = CACHE_SIZE
+    """Scorers of pinned versions (``?version=N``) kept per worker, least recently used out."""
+    pinned_loads_per_minute: int = COLD_LOADS_PER_MINUTE
+    """Loads of uncached pinned versions one client may start per minute (then 429)."""
     multiprocess_metrics: bool = False
     freeze_after_load: bool = False
     """``gc.freeze()`` after loading models (the server does; see http/server.py)."""
@@ -74,6 +82,13 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
 
     deployments = Deployments(registry, config.models, on_swap=swapped, on_failure=failed)
     ledger = QuoteLedger(config.ledger, metrics.ledger_event) if config.ledger else None
+    auth = TokenAuth(registry)
+    pinned = PinnedVersions(
+        lambda name, version: registry.load_model(f"models:/{name}/{version}"),
+        size=config.pinned_cache,
+        per_minute=config.pinned_loads_per_minute,
+    )
+    pins = Pins(deployments, pinned, auth)
     stop = threading.Event()
 
     @asynccontextmanager
@@ -87,14 +102,20 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
             ledger.start()  # here, in the serving process: its thread must not cross a fork
         yield
         stop.set()
+        pinned.close()
         if ledger is not None:
             ledger.close()
 
     def load_models() -> bool:
+        # Any exception: a worker that raised here would exit, be restarted and raise again (a
+        # crash loop that answers nothing). Not ready yet, the watcher retries every poll.
         try:
             deployments.refresh(force=True)
         except RatekeeperError as exc:
             log.error("cannot load the models: %s", exc.message)
+            return False
+        except Exception:
+            log.exception("cannot load the models")
             return False
         return True
 
@@ -108,7 +129,9 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
     app.state.load_models = load_models
     app.state.metrics = metrics
     app.state.ledger = ledger
+    app.state.pinned = pinned
     app.add_exception_handler(RatekeeperError, handle_ratekeeper_error)
+    app.add_middleware(CatchAll)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
@@ -132,7 +155,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
     @app.post(
         "/v1/models/{name}/quote",
         response_model=schemas.QuoteResponse,
-        responses=schemas.ERRORS,
+        responses=schemas.PRICING_ERRORS,
         openapi_extra=schemas.POLICY_BODY | schemas.PINNING,
         tags=["pricing"],
         summary="Price one policy",
@@ -143,7 +166,10 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         label = "-"
         try:
             version, alias = protocol.pinned(request.query_params)
-            scorer, served_by = deployments.scorer(name, version=version, alias=alias)
+            if version is None and alias is None:  # the common case: no token, no await
+                scorer, served_by = deployments.scorer(name)
+            else:
+                scorer, served_by = await pins.scorer(request, name, version, alias)
             label = str(scorer.version)
             policy = protocol.one_policy(await protocol.read_json(request, config.max_body_bytes))
             prediction = scorer.predict_one(policy)
@@ -163,13 +189,14 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
             "prediction": prediction,
             "served_by": served_by,
         }
+        metrics.priced(name, label, 1)
         metrics.observe("quote", name, label, "ok", time.perf_counter() - started)
         return json_response(body)
 
     @app.post(
         "/v1/models/{name}/score",
         response_model=schemas.ScoreResponse,
-        responses=schemas.ERRORS,
+        responses=schemas.PRICING_ERRORS,
         openapi_extra=schemas.POLICIES_BODY | schemas.PINNING,
         tags=["pricing"],
         summary="Price a list of policies: one result or one error per policy, in order",
@@ -180,7 +207,10 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         label = "-"
         try:
             version, alias = protocol.pinned(request.query_params)
-            scorer, served_by = deployments.scorer(name, version=version, alias=alias)
+            if version is None and alias is None:
+                scorer, served_by = deployments.scorer(name)
+            else:
+                scorer, served_by = await pins.scorer(request, name, version, alias)
             label = str(scorer.version)
             body = await protocol.read_json(request, config.max_body_bytes)
             policies = protocol.policy_list(body, config.max_policies)
@@ -200,7 +230,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
                     )  # fmt: skip
             else:
                 results.append({"error": problems_error(outcome).to_dict()})
-        metrics.policies.labels(name, label).inc(len(policies))
+        metrics.priced(name, label, len(policies))
         metrics.observe("score", name, label, "ok", time.perf_counter() - started)
         return json_response(
             {"model": name, "version": scorer.version, "served_by": served_by, "results": results}
@@ -240,18 +270,25 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
                     new_quote_id(), name, scorer.version, scorer.signature, "invocations",
                     alias or "Production", row, prediction,
                 )  # fmt: skip
+        metrics.priced(name, str(scorer.version), len(rows))
         metrics.observe(
             "invocations", name, str(scorer.version), "ok", time.perf_counter() - started
         )
         return json_response({"predictions": predictions})
 
-    add_governance_routes(app, registry, TokenAuth(registry), config.max_holdout_bytes)
+    add_governance_routes(app, registry, auth, config.max_holdout_bytes)
 
     # -- registry views ---------------------------------------------------------------------
+    # They show user names, lineage, library versions and reference profiles: a token that may
+    # read the registry, like the governance routes.
     @app.get(
-        "/v1/models", tags=["registry"], summary="Registered models and what this server serves"
+        "/v1/models",
+        tags=["registry"],
+        responses=schemas.AUTH_ERRORS,
+        summary="Registered models and what this server serves (token with read)",
     )
-    def list_models() -> Response:
+    def list_models(request: Request) -> Response:
+        require(auth, request, "read")
         served = deployments.served_versions()
         return json_response(
             {
@@ -273,10 +310,11 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
     @app.get(
         "/v1/models/{name}",
         tags=["registry"],
-        responses=schemas.ERRORS,
-        summary="One model: its versions, stages and aliases",
+        responses=schemas.AUTH_ERRORS,
+        summary="One model: its versions, stages and aliases (token with read)",
     )
-    def get_model(name: str) -> Response:
+    def get_model(request: Request, name: str) -> Response:
+        require(auth, request, "read")
         model = registry.get_model(name)
         return json_response(
             {
@@ -302,10 +340,13 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
     @app.get(
         "/v1/models/{name}/versions/{version}",
         tags=["registry"],
-        responses=schemas.ERRORS,
-        summary="One version: signature, metrics, lineage, reference profile",
+        responses=schemas.AUTH_ERRORS,
+        summary="One version: signature, metrics, lineage, reference profile (token with read)",
     )
-    def get_version(name: str, version: int) -> Response:
+    def get_version(request: Request, name: str, version: int) -> Response:
+        require(auth, request, "read")
+        if not 1 <= version <= protocol.MAX_ID:  # SQLite's integers stop at 2^63 - 1
+            raise NotFoundError(f"model {name!r} has no version {version}")
         return json_response(registry.get_version(name, version).to_dict())
 
     # -- operations -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ratekeeper.errors import RatekeeperError
+from ratekeeper.errors import RatekeeperError, RateLimitedError
 
 STATUS = {
     "not_found": 404,
@@ -36,6 +36,7 @@ STATUS = {
     "payload_too_large": 413,
     "method_not_allowed": 405,
     "rate_limited": 429,
+    "internal_error": 500,
 }
 
 
@@ -48,7 +49,10 @@ class HTTPProblem(RatekeeperError):
 
 
 def error_response(error: RatekeeperError) -> Response:
-    return json_response({"error": error.to_dict()}, STATUS.get(error.code, 500))
+    response = json_response({"error": error.to_dict()}, STATUS.get(error.code, 500))
+    if isinstance(error, RateLimitedError):
+        response.headers["retry-after"] = str(error.retry_after)
+    return response
 
 
 def json_response(body: Any, status: int = 200) -> Response:

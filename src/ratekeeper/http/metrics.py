@@ -78,6 +78,7 @@ class Metrics:
         # Label children, looked up once per (endpoint, model, version, outcome): .labels() takes a
         # lock and builds a key on every call, which shows on a quote's CPU profile.
         self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+        self._priced: dict[tuple[str, str], Any] = {}
 
     def observe(
         self, endpoint: str, model: str, version: str, outcome: str, seconds: float
@@ -89,6 +90,13 @@ class Metrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def priced(self, model: str, version: str, n: int) -> None:
+        """Count ``n`` priced policies (/quote, /score and /invocations alike)."""
+        child = self._priced.get((model, version))
+        if child is None:
+            child = self._priced[(model, version)] = self.policies.labels(model, version)
+        child.inc(n)
 
     def ledger_event(self, event: str, n: int) -> None:
         if event == "write_error":

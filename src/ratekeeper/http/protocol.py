@@ -8,8 +8,11 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from ratekeeper.errors import InvalidInputError, Problem
+from ratekeeper.errors import InvalidInputError, NotFoundError, Problem
 from ratekeeper.http.errors import HTTPProblem
+
+MAX_ID = 2**63 - 1
+"""The largest id the registry stores (a signed 64-bit column); a larger one names nothing."""
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -118,10 +121,14 @@ def pinned(query: Mapping[str, str]) -> tuple[int | None, str | None]:
     number = None
     if version is not None:
         text = version.strip()
-        if not text.isascii() or not text.lstrip("+").isdigit() or int(text) < 1:
+        digits = text.removeprefix("+")
+        if not digits.isascii() or not digits.isdigit() or not digits.strip("0"):
             raise InvalidInputError(
                 "the request's parameters are invalid",
                 [Problem("version", "invalid", "Input should be an integer of at least 1")],
             )
-        number = int(text)
+        # Beyond 2^63 names no version (and int() of thousands of digits would raise).
+        if len(digits.lstrip("0")) > 19 or int(digits) > MAX_ID:
+            raise NotFoundError("no version has a number that large")
+        number = int(digits)
     return number, query.get("alias")

@@ -32,7 +32,10 @@ def render_markdown(document: dict[str, Any]) -> str:
         "Generated from the rating engine's OpenAPI document (`docs/openapi.json`, also served",
         "at `/openapi.json`, with interactive docs at `/docs`) by",
         "`python -m ratekeeper.http.reference docs`. Every error has the same body: "
-        '`{"error": {"code", "message", "problems": [{"field", "code", "message", "row"}]}}`.',
+        '`{"error": {"code", "message", "problems": [{"field", "code", "message", "row"}]}}`;',
+        "an unexpected error is a 500 with code `internal_error` and a `correlation_id` (also in",
+        "the `X-Correlation-ID` header) under which the server logged the details. Registry",
+        "views and pins of versions that are not approved need `Authorization: Bearer <token>`.",
         "",
     ]
     for path, operations in document["paths"].items():

@@ -31,6 +31,9 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     problems: list[ProblemBody] | None = None
+    correlation_id: str | None = Field(
+        None, description="internal_error only: the id the server logged the details under"
+    )
 
 
 class ErrorBody(BaseModel):
@@ -69,8 +72,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         404: "unknown model, version or alias",
         413: "request body or list too large",
         422: "the policy fails the model's signature (every problem, by field)",
+        500: "an unexpected error (internal_error, with a correlation_id): never a traceback",
         503: "models still loading, or the version failed to load",
     }.items()
+}
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    401: {"model": ErrorBody, "description": "no valid bearer token"},
+    403: {"model": ErrorBody, "description": "the token's user has no role that allows this"},
+}
+
+PRICING_ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    401: {"model": ErrorBody, "description": "a pin that is not approved, without a token"},
+    403: {"model": ErrorBody, "description": "a pin that is not approved: the role may not test"},
+    429: {"model": ErrorBody, "description": "too many loads of uncached pinned versions"},
 }
 
 POLICY_BODY = {
@@ -96,14 +113,16 @@ PINNING = {
             "name": "version",
             "in": "query",
             "required": False,
-            "description": "pin a version",
+            "description": "pin a version: Production or Staging for anyone, any other with a "
+            "bearer token whose role may test",
             "schema": {"type": "integer", "minimum": 1},
         },
         {
             "name": "alias",
             "in": "query",
             "required": False,
-            "description": "use the version behind this alias",
+            "description": "use the version behind this alias: a protected alias (champion) for "
+            "anyone, any other with a bearer token whose role may test",
             "schema": {"type": "string"},
         },
     ]
