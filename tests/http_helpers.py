@@ -42,10 +42,13 @@ def make_registry(folder: Path, n_policies: int = 3000) -> tuple[rk.Registry, An
 def bearer_tokens(registry: rk.Registry) -> dict[str, str]:
     """Authorization header values by role: ``admin`` (the registry's creator), a ``viewer``
     and a ``modeller``."""
-    registry.add_user("vera", ["viewer"])
-    registry.add_user("mona", ["modeller"])
-    users = {"admin": registry.user, "viewer": "vera", "modeller": "mona"}
-    return {role: f"Bearer {registry.create_token(user)}" for role, user in users.items()}
+    tokens = {"admin": registry.create_token(description="tests")}
+    for role, name, roles in (("viewer", "vera", ["viewer"]), ("modeller", "mona", ["modeller"])):
+        code = registry.add_user(name, roles).enrollment_code
+        anonymous = rk.Registry(registry.url)
+        tokens[role] = anonymous.enroll(code)
+        anonymous.close()
+    return {role: f"Bearer {token}" for role, token in tokens.items()}
 
 
 def policies(book: Any, n: int) -> list[dict[str, Any]]:

@@ -174,8 +174,8 @@ def test_ids_beyond_what_the_registry_stores_are_404(client, world, policy, numb
 
 # -- the catch-all ---------------------------------------------------------------------------
 def test_an_unexpected_error_is_one_json_body_with_a_correlation_id(tmp_path, caplog) -> None:
-    registry = rk.Registry(tmp_path, user="root", policy="open")
-    token = {"authorization": f"Bearer {registry.create_token('root')}"}
+    registry, admin_token = rk.Registry.create(tmp_path, admin="root", policy="open")
+    token = {"authorization": f"Bearer {admin_token}"}
     client = TestClient(create_app(registry))
     # A database that lost a table under the server (a botched migration, a hand edit): the
     # registry raises sqlite3's OperationalError, which no route expects.
