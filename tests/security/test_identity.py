@@ -268,3 +268,34 @@ def test_sso_identities_approve_under_four_eyes(tmp_path, portfolio) -> None:
             )
         for handle in (root, alice, same, carol):
             handle.close()
+
+
+def test_sso_tokens_are_bearer_credentials_over_http(tmp_path, portfolio) -> None:
+    from fastapi.testclient import TestClient
+
+    from ratekeeper.http.app import create_app
+
+    with LoopbackProvider() as idp:
+        settings = idp.settings(tmp_path, roles={"chief-actuary": ("approver",)})
+        team = governed_team(
+            tmp_path / "web", {"alice": ["modeller"]}, settings=settings, gate_policy=LENIENT
+        )
+        train = portfolio.iloc[:2000]
+        team["alice"].register_model(
+            train_glm(train), MODEL, training_data=train, target="claim_count", exposure="exposure"
+        )
+        request = team["alice"].request_promotion(
+            MODEL, 1, "Production", holdout=portfolio.iloc[2000:]
+        )
+        client = TestClient(create_app(team["root"]))
+        url = f"/v1/requests/{request.id}/approve"
+        forged = idp.token(sub="carol", groups=["chief-actuary"])[:-4] + "AAAA"
+        refused = client.post(url, headers={"authorization": f"Bearer {forged}"})
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "unauthenticated"
+        token = idp.token(sub="carol", groups=["chief-actuary"])
+        approved = client.post(url, headers={"authorization": f"Bearer {token}"})
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["decided_by"] == "carol"
+        for handle in team.values():
+            handle.close()

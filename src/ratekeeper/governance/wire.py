@@ -173,6 +173,7 @@ def verification_to_dict(result: AuditVerification) -> dict[str, Any]:
         "head": result.head,
         "sealed": result.sealed,
         "state_differences": list(result.state_differences),
+        "missing_guards": list(result.missing_guards),
     }
 
 
@@ -185,4 +186,5 @@ def verification_from_dict(body: Mapping[str, Any]) -> AuditVerification:
         head=body.get("head"),
         sealed=body.get("sealed"),
         state_differences=tuple(body.get("state_differences", ())),
+        missing_guards=tuple(body.get("missing_guards", ())),
     )

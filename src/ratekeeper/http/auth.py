@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 from anyio import to_thread
 from starlette.requests import Request
 
-from ratekeeper.errors import NotFoundError
+from ratekeeper.errors import NotFoundError, PermissionDeniedError
 from ratekeeper.governance.identity import User
+from ratekeeper.governance.sso import SingleSignOn, looks_like_jwt
 from ratekeeper.http import schemas
 from ratekeeper.http.errors import HTTPProblem
 from ratekeeper.registry.registry import Registry
@@ -42,6 +43,9 @@ class TokenAuth:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._cache: dict[str, tuple[float, User | None]] = {}
+        # Company single sign-on, when the settings name an identity provider: its JWTs are
+        # verified here (keys fetched and cached by governance.sso), registry tokens as before.
+        self.sso = SingleSignOn.from_settings(registry.settings)
 
     def user(self, request: Request) -> User:
         header = request.headers.get("authorization", "")
@@ -54,13 +58,21 @@ class TokenAuth:
         now = time.monotonic()
         cached = self._cache.get(token)
         if cached is None or cached[0] < now:
-            cached = (now + TOKEN_CACHE_SECONDS, self.registry.authenticate(token))
+            cached = (now + TOKEN_CACHE_SECONDS, self._authenticate(token))
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[token] = cached
         if cached[1] is None:
             raise HTTPProblem("unauthenticated", "the bearer token is unknown or revoked")
         return cached[1]
+
+    def _authenticate(self, token: str) -> User | None:
+        if self.sso is not None and looks_like_jwt(token):
+            try:
+                return self.sso.authenticate(token)
+            except PermissionDeniedError as refused:  # a bad SSO token is no credential: 401
+                raise HTTPProblem("unauthenticated", refused.message) from None
+        return self.registry.authenticate(token)
 
     def acting(self, request: Request) -> Registry:
         """The registry acting as the token's user, as the server authenticated them."""
