@@ -81,7 +81,7 @@ def main() -> None:
         for k, v in book[[*RATING_FACTORS, "exposure"]].iloc[0].to_dict().items()
     }
     with tempfile.TemporaryDirectory() as folder:
-        registry = rk.Registry(Path(folder), user="admin", policy="open")
+        registry, token = rk.Registry.create(Path(folder), admin="admin", policy="open")
         registry.register_model(train_glm(book), MODEL, training_data=book, exposure="exposure")
         registry.transition_stage(MODEL, 1, "Production")
         for seed in range(args.versions):
@@ -90,7 +90,6 @@ def main() -> None:
                 train_gbm(sample, n_trees=args.trees), MODEL, training_data=sample,
                 exposure="exposure",
             )  # fmt: skip
-        token = registry.create_token("admin")
         registry.close()
         with rating_server(Path(folder), "--no-ledger", workers=1) as port:
             quotes(port, policy, 1.0)  # warm up

@@ -1,0 +1,119 @@
+"""Does a 40 MB holdout upload slow the Production quote path? A small comparison.
+
+A temporary governed registry gets a GLM in Production and a second GLM version. A real
+``ratekeeper serve`` answers Production quotes on one keep-alive connection for ``--seconds``,
+first alone, then while a modeller posts promotion requests for version 2 with a holdout of
+``--megabytes`` of JSON (the request's body is read, parsed and the gates run off the event loop;
+before, a 43 MB upload stalled every quote for 1.4 s). Printed: the Production quote's p50 / p99
+in both phases, the change of the p99, and how the uploads ended. Compare within one run.
+
+    PYTHONPATH=src python benchmarks/bench_upload.py --megabytes 40 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_pinned import MODEL, ms, quotes
+
+import ratekeeper as rk
+from ratekeeper.demo import train_glm
+from ratekeeper.synthetic import RATING_FACTORS, motor_portfolio
+from server_process import rating_server
+
+LENIENT = rk.GatePolicy(
+    deviance_margin=1.0, gini_margin=1.0, dislocation_cap_10=1.0, dislocation_cap_25=1.0
+)
+
+
+def holdout_body(megabytes: float) -> bytes:
+    """A promotion request for version 2 with a holdout of about ``megabytes`` of JSON."""
+    book = motor_portfolio(20_000, seed=11)
+    rows = book[[*RATING_FACTORS, "exposure", "claim_count"]].astype(
+        {"area": str, "fuel": str, "cover": str}
+    )
+    records = rows.to_dict("records")
+    per_row = len(json.dumps(records[:100]).encode()) / 100
+    wanted = int(megabytes * 1e6 / per_row)
+    holdout = (records * (wanted // len(records) + 1))[:wanted]
+    body = {
+        "model": MODEL,
+        "version": 2,
+        "stage": "Production",
+        "holdout": holdout,
+        "target": "claim_count",
+    }
+    return json.dumps(body).encode()
+
+
+def upload(port: int, body: bytes, token: str, stop: threading.Event) -> Counter:
+    outcomes: Counter = Counter()
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    while not stop.is_set():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        conn.request("POST", "/v1/requests", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        outcomes[response.status] += 1
+        conn.close()
+    return outcomes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=float, default=40.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    book = motor_portfolio(20_000, seed=3)
+    policy = {
+        k: (str(v) if k in ("area", "fuel", "cover") else v)
+        for k, v in book[[*RATING_FACTORS, "exposure"]].iloc[0].to_dict().items()
+    }
+    body = holdout_body(args.megabytes)
+    with tempfile.TemporaryDirectory() as folder:
+        registry, _ = rk.Registry.create(Path(folder), admin="admin", policy="open")
+        for sample in (book, book.sample(frac=0.9, random_state=1)):
+            registry.register_model(
+                train_glm(sample), MODEL, training_data=sample, exposure="exposure",
+                target="claim_count",
+            )  # fmt: skip
+        registry.transition_stage(MODEL, 1, "Production")
+        token = registry.create_token(description="benchmark")
+        registry.close()
+        with rating_server(Path(folder), "--no-ledger", workers=args.workers) as port:
+            quotes(port, policy, 1.0)  # warm up
+            alone = quotes(port, policy, args.seconds)
+            stop = threading.Event()
+            result: list[Counter] = []
+            uploader = threading.Thread(
+                target=lambda: result.append(upload(port, body, token, stop))
+            )
+            uploader.start()
+            time.sleep(0.2)
+            busy = quotes(port, policy, args.seconds)
+            stop.set()
+            uploader.join()
+    change = float(ms(busy, 99)) / float(ms(alone, 99)) - 1
+    print(f"{len(body) / 1e6:.1f} MB holdout uploads, {args.workers} worker(s)")
+    print("| phase | Production quotes | p50 ms | p99 ms | uploads |")
+    print("|---|---|---|---|---|")
+    print(f"| alone | {len(alone)} | {ms(alone, 50)} | {ms(alone, 99)} | - |")
+    uploads = ", ".join(f"{n} × {status}" for status, n in sorted(result[0].items()))
+    print(f"| during uploads | {len(busy)} | {ms(busy, 50)} | {ms(busy, 99)} | {uploads} |")
+    print(f"p99 change: {change:+.0%} (target: within +20 %)")
+
+
+if __name__ == "__main__":
+    main()
