@@ -190,7 +190,8 @@ def test_identical_content_is_stored_once(
     assert first.artifact_digest == second.artifact_digest
     files = blob_files(tmp_path / "artifacts")
     assert [f.name for f in files] == [first.artifact_digest]
-    assert files[0].stat().st_mode & 0o777 == 0o444
+    assert files[0].stat().st_mode & 0o777 == 0o400  # write-once, the owner's only
+    assert files[0].parent.stat().st_mode & 0o777 == 0o700
 
 
 def test_the_training_fingerprint_follows_the_data(

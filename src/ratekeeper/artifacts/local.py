@@ -3,7 +3,8 @@
 A blob lives at ``ROOT/sha256/ab/abcdef...`` under its own SHA-256. Identical content is stored
 once. A blob is written to a temporary file, flushed to disk, then hard-linked into place: the
 link either creates the final name or fails because the blob already exists, so a blob is never
-overwritten and a reader never sees a half-written one. Every read verifies the digest.
+overwritten and a reader never sees a half-written one. Every read verifies the digest. Blobs
+are 0400 and their folders 0700: the registry's owner (the server's account) alone reads them.
 
 A digest is checked to be 64 lowercase hex characters before it becomes part of a path (a
 manifest naming ``../../etc/passwd`` never reaches the file system), and a read opens only a
@@ -64,14 +65,16 @@ class LocalBlobStore:
         final = self.path(digest)
         if final.exists():
             return digest
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # the owner's only
+        for folder in (self.root / "sha256", final.parent):
+            folder.mkdir(mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp, 0o444)
+            os.chmod(tmp, 0o400)  # write-once, and for the owner only
             with contextlib.suppress(FileExistsError):  # a concurrent writer stored it first
                 os.link(tmp, final)
         finally:
