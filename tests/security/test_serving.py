@@ -8,7 +8,7 @@ registry views need a token; ids beyond 2^63 are 404; an unexpected error is the
 
 from __future__ import annotations
 
-import dataclasses
+import errno
 import logging
 import sqlite3
 import time
@@ -21,23 +21,39 @@ from tests.http_helpers import MODEL, bearer_tokens, glm_and_gbm, make_registry,
 from tests.server_process import rating_server, request
 
 import ratekeeper as rk
-from ratekeeper.artifacts import sha256_hex
+from ratekeeper.artifacts import LocalBlobStore
 from ratekeeper.demo import train_glm
+from ratekeeper.engine.deployments import Deployments
 from ratekeeper.http.app import AppConfig, create_app
 
 QUOTE = f"/v1/models/{MODEL}/quote"
 
 
-def register_broken_onnx(registry: rk.Registry, onnx_version: int) -> int:
-    """A new version whose every blob matches its digest but whose ONNX graph is not ONNX:
-    onnxruntime raises its own exception type (InvalidProtobuf), not a ratekeeper error."""
-    good = registry.load_package(registry.get_version(MODEL, onnx_version))
-    files = {"model.onnx": b"not an ONNX graph, stored under its true digest"}
-    manifest = {**good.manifest, "files": {"model.onnx": sha256_hex(files["model.onnx"])}}
-    broken = dataclasses.replace(good, files=files, manifest=manifest)
-    return registry.register_package(
-        broken, MODEL, metrics={}, lineage={}, description="broken", tags={}
-    ).version
+def register_unloadable(registry: rk.Registry, book) -> int:
+    """A new GBM version whose ONNX graph blob is deleted after registration (a disk lost it):
+    loading it fails. Package validation refuses anything stranger at registration."""
+    from ratekeeper.demo import train_gbm
+
+    version = registry.register_model(
+        train_gbm(book, n_trees=7), MODEL, training_data=book, exposure="exposure"
+    )
+    manifest = registry.load_package(version).manifest
+    registry.blobs.path(manifest["files"]["model.onnx"]).unlink()
+    return version.version
+
+
+class FailingDisk(LocalBlobStore):
+    """A disk that answers EIO when one blob is read: the one fault that still reaches the
+    loader as a raw exception (an OSError from read(), past every typed check)."""
+
+    def __init__(self, root: Path, failing: str) -> None:
+        super().__init__(root)
+        self.failing = failing
+
+    def _read(self, path: Path, digest: str) -> bytes:
+        if digest == self.failing:
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return super()._read(path, digest)
 
 
 @pytest.fixture(scope="module")
@@ -200,12 +216,12 @@ def test_an_unexpected_error_is_one_json_body_with_a_correlation_id(tmp_path, ca
     assert "no such table" in str(logged[0].exc_info[1])
 
 
-# -- containment of load failures (real server processes) -----------------------------------
+# -- containment of load failures -----------------------------------------------------------
 @pytest.fixture()
 def broken_world(tmp_path: Path):
-    """v1 GLM in Production, v2 a GBM, v3 a broken ONNX package; a second model that is fine."""
+    """v1 GLM in Production, v2 a GBM, v3 a GBM whose graph was lost; a second model, fine."""
     registry, book = glm_and_gbm(tmp_path, n_policies=800)
-    broken = register_broken_onnx(registry, 2)
+    broken = register_unloadable(registry, book)
     registry.register_model(
         train_glm(book), "home_frequency", training_data=book, exposure="exposure"
     )
@@ -213,7 +229,29 @@ def broken_world(tmp_path: Path):
     return registry, broken, policies(book, 1)[0], tmp_path
 
 
-def test_a_raw_load_error_is_contained_and_the_server_keeps_following(broken_world) -> None:
+def test_a_raw_load_error_is_contained_and_the_watcher_keeps_following(broken_world) -> None:
+    registry, _broken, _policy, _folder = broken_world
+    registry.transition_stage(MODEL, 1, "Production")
+    deployments = Deployments(registry, [MODEL])
+    deployments.refresh(force=True)
+    # Version 2 sits on a disk that fails under a read: OSError, not a ratekeeper error.
+    digest = registry.load_package(registry.get_version(MODEL, 2)).manifest["files"]["model.onnx"]
+    registry.blobs = FailingDisk(registry.blobs.root, digest)
+    registry.transition_stage(MODEL, 2, "Production")
+    deployments.refresh()
+    assert deployments.served_versions()[MODEL] == {"Production": 1}  # the old one serves
+    (failure,) = deployments.status()["load_failures"]
+    assert (failure["version"], failure["slot"]) == (2, "Production")
+    assert failure["error"].startswith("OSError")
+    # The watcher still follows the registry: a good version is picked up.
+    registry.blobs = LocalBlobStore(registry.blobs.root)
+    registry.set_alias(MODEL, "challenger", 1)  # any move bumps the generation
+    deployments.refresh()
+    assert deployments.served_versions()[MODEL] == {"Production": 2, "challenger": 1}
+    assert deployments.status()["load_failures"] == []
+
+
+def test_a_load_failure_in_a_running_server_is_contained(broken_world) -> None:
     registry, broken, policy, folder = broken_world
     registry.transition_stage(MODEL, 1, "Production")
     with rating_server(folder, "--poll-interval", "0.1", "--no-ledger") as port:
@@ -227,7 +265,7 @@ def test_a_raw_load_error_is_contained_and_the_server_keeps_following(broken_wor
         assert status == 200 and ready["status"] == "degraded"
         failures = {(f["slot"], f["version"]) for f in ready["load_failures"]}
         assert failures == {("Production", broken), ("champion", broken)}
-        assert all(f["error"].startswith("InvalidProtobuf") for f in ready["load_failures"])
+        assert all("is missing" in f["error"] for f in ready["load_failures"])
         status, body = request(port, "POST", f"{QUOTE}?alias=champion", policy)
         assert (status, body["error"]["code"]) == (503, "unavailable")
         # The watcher still follows the registry: a good version is picked up.

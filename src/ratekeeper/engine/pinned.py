@@ -74,7 +74,8 @@ class PinnedVersions:
         self.size = size
         self._cache: OrderedDict[tuple[str, int], Scorer] = OrderedDict()
         self._loading: dict[tuple[str, int], Future[Scorer]] = {}
-        self._pool = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="ratekeeper-pin")
+        self._at_once = at_once
+        self._pool: ThreadPoolExecutor | None = None  # made on the first load (and after close)
         self._limiter = RateLimiter(per_minute)
         self._lock = threading.Lock()  # the cache is also read by tests from other threads
         self.loads = 0
@@ -94,6 +95,8 @@ class PinnedVersions:
         future = self._loading.get(key)
         if future is None or (future.done() and future.exception() is not None):
             self._limiter.take(client, "loads of versions that are not cached")
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._at_once, thread_name_prefix="ratekeeper-pin")
             future = self._pool.submit(self._load_one, name, version)
             self._loading[key] = future
             self.loads += 1
@@ -121,4 +124,7 @@ class PinnedVersions:
             ) from None
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop loading (the app's shutdown); an app started again makes a new pool."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
