@@ -8,7 +8,7 @@ from typing import Any
 import ratekeeper as rk
 from ratekeeper.demo import train_gbm, train_glm
 from ratekeeper.synthetic import RATING_FACTORS, motor_portfolio
-from registries import open_registry
+from tests.registries import open_registry
 
 MODEL = "motor_frequency"
 

@@ -292,7 +292,7 @@ def test_the_rating_server_records_every_price_and_replay_reproduces_it(tmp_path
         [*cli, "ledger", "verify", "--ledger", str(ledger)], capture_output=True, text=True
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.endswith("13 rows, 2 chains; seals checked\n")  # one per worker
+    assert verified.stdout.endswith("14 rows, 2 chains; seals checked\n")  # one per worker
     missing = subprocess.run(
         [*cli, "replay", new_quote_id(), "--ledger", str(ledger)], capture_output=True, text=True
     )

@@ -178,7 +178,8 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
                         "artifact_root": str(Path(root).resolve()),
                     },
                 )
-                if not created:
+                # Two processes creating one registry at once: exactly one finds it empty.
+                if not created or identity_rules.list_users(conn):
                     raise ConflictError(f"a registry already exists at {_redact(url)}")
                 identity_rules.add_user(conn, admin, ["admin"], admin)
                 audit.append(
