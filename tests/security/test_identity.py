@@ -299,3 +299,25 @@ def test_sso_tokens_are_bearer_credentials_over_http(tmp_path, portfolio) -> Non
         assert approved.json()["decided_by"] == "carol"
         for handle in team.values():
             handle.close()
+
+
+def test_an_admin_cannot_approve_work_done_through_an_account_they_made(team, portfolio) -> None:
+    # The admin is handed every new user's enrollment code: they enroll a modeller account
+    # themselves, register and request through it, make themselves an approver and approve.
+    root = team["root"]
+    code = root.add_user("sock", ["modeller"]).enrollment_code
+    anonymous = rk.Registry(root.url)
+    sock = rk.Registry(root.url, token=anonymous.enroll(code), gate_policy=LENIENT)
+    train = portfolio.iloc[:1600]
+    sock.register_model(
+        train_glm(train), MODEL, training_data=train, target="claim_count", exposure="exposure"
+    )
+    request = sock.request_promotion(MODEL, 2, "Production", holdout=portfolio.iloc[2000:])
+    root.set_roles("root", ["admin", "approver"])
+    with pytest.raises(
+        rk.PermissionDeniedError, match="four-eyes: root created the account sock or gave it"
+    ):
+        root.approve(request.id)
+    assert team["carol"].approve(request.id).decided_by == "carol"  # an independent approver
+    for handle in (anonymous, sock):
+        handle.close()

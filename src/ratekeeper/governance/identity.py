@@ -115,6 +115,17 @@ def role_grantors(conn: sa.Connection, name: str, role: str) -> tuple[str | None
     return (row.created_by, row.granted_by) if row is not None else (None, None)
 
 
+def account_makers(conn: sa.Connection, name: str) -> set[str]:
+    """Who created the account ``name`` or granted it any role (itself excluded)."""
+    rows = conn.execute(
+        sa.select(users.c.created_by, user_roles.c.granted_by)
+        .select_from(users.outerjoin(user_roles, user_roles.c.user_id == users.c.id))
+        .where(users.c.name == name)
+    ).all()
+    makers = {r.created_by for r in rows} | {r.granted_by for r in rows if r.granted_by}
+    return makers - {name}
+
+
 def start_enrollment(
     conn: sa.Connection, name: str, actor: str, lifetime: timedelta = ENROLLMENT_LIFETIME
 ) -> tuple[str, datetime]:

@@ -406,6 +406,19 @@ class _Replayer:
                 f"request {number} was approved by {event.actor}, an account {who} created or "
                 "made an approver",
             )
+        elif event.actor in self._makers_of(request.requested_by) | self._makers_of(creator):
+            self.refuse(
+                event,
+                f"request {number} was approved by {event.actor}, who created or gave roles to "
+                "the account that created or requested it",
+            )
+
+    def _makers_of(self, name: str | None) -> set[str]:
+        """Who created the account ``name`` or granted it any role."""
+        user = self.state.users.get(name) if name is not None else None
+        if user is None:
+            return set()
+        return ({user.created_by} | set(user.roles.values())) - {name, ""}
 
 
 _Handler = Callable[[_Replayer, "AuditEvent"], None]

@@ -445,11 +445,21 @@ def _four_eyes(conn: sa.Connection, approver: str, request: PromotionRequest) ->
             f"four-eyes: {approver} requested this promotion and may not approve it"
         )
     made_by, granted_by = identity.role_grantors(conn, approver, "approver")
-    for who in {creator, request.requested_by} & {made_by, granted_by}:
+    puppeteers = {creator, request.requested_by} & {made_by, granted_by}
+    if puppeteers:
+        who = sorted(puppeteers)[0]
         raise PermissionDeniedError(
             f"four-eyes: {who} created the account {approver} or gave it the approver role, "
             f"so {approver} may not approve {who}'s work"
         )
+    # The other way round: an approver who made the requester's or creator's account (an admin
+    # who enrolled a modeller account with the code they were given, then approves its work).
+    for worker in sorted({creator, request.requested_by}):
+        if approver in identity.account_makers(conn, worker):
+            raise PermissionDeniedError(
+                f"four-eyes: {approver} created the account {worker} or gave it its roles, "
+                f"so {approver} may not approve {worker}'s work"
+            )
 
 
 def _parse_target(stage: str | Stage) -> tuple[Stage | None, str | None]:
