@@ -97,11 +97,12 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         # done), load in the background while /readyz says 503. Then follow the registry.
         if not deployments.ready:
             threading.Thread(target=load_models, name="ratekeeper-load", daemon=True).start()
-        deployments.watch(config.poll_interval, stop)
+        watcher = deployments.watch(config.poll_interval, stop)
         if ledger is not None:
             ledger.start()  # here, in the serving process: its thread must not cross a fork
         yield
         stop.set()
+        watcher.join(timeout=10)  # a refresh in flight returns its database connection first
         pinned.close()
         if ledger is not None:
             ledger.close()
