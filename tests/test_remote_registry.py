@@ -266,3 +266,13 @@ def test_a_registry_url_is_refused_where_it_cannot_apply(team: dict[str, Any]) -
         rk.Registry("http://user:secret@127.0.0.1:1/", token="t")
     with pytest.raises(rk.UnavailableError, match=r"^cannot reach the registry server at http://"):
         rk.Registry("http://127.0.0.1:9", token="t").list_models()
+
+
+def test_the_registry_setting_may_name_a_rating_server(
+    team: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RATEKEEPER_REGISTRY_URI", team["url"])
+    monkeypatch.setenv("RATEKEEPER_TOKEN", token_of(team["mo"]))
+    handle = rk.Registry()
+    assert handle.url == team["url"].rstrip("/") and handle.user == "mo"
+    handle.close()

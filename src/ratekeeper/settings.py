@@ -22,7 +22,8 @@ class Settings:
     artifact_root: Path | None = None
     """Artifact folder; ``None`` = the one recorded in the registry, else ``home/artifacts``."""
     user: str = "unknown"
-    """The actor recorded on every write."""
+    """The declared actor: names who reads, and who writes in an open registry; never a
+    credential (a governed registry's writes need ``token``)."""
     ledger_dir: Path | None = None
     """Quote ledger folder; ``None`` = ``ledger/`` beside an embedded registry, else under home."""
     token: str | None = None

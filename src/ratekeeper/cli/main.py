@@ -61,8 +61,8 @@ class Context:
     "uri",
     metavar="URI",
     envvar="RATEKEEPER_REGISTRY_URI",
-    help="Registry folder, sqlite:/// or postgresql+psycopg:// URL "
-    "[default: $RATEKEEPER_HOME, ./.ratekeeper].",
+    help="Registry folder, sqlite:/// or postgresql+psycopg:// URL, or a rating server's "
+    "http(s):// address [default: $RATEKEEPER_HOME, ./.ratekeeper].",
 )
 @click.option("--artifacts", metavar="PATH", help="Artifact folder (default: the registry's own).")
 @click.option(

@@ -81,9 +81,20 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
     def __new__(cls, uri: str | Path | None = None, *args: Any, **kwargs: Any) -> Any:
         from ratekeeper.registry.remote import RemoteRegistry, is_remote
 
-        if cls is Registry and is_remote(uri):
-            return RemoteRegistry(str(uri), *args, **kwargs)  # not a Registry: no __init__ here
+        if cls is Registry:
+            # $RATEKEEPER_REGISTRY_URI may name a rating server as well as the argument.
+            target = uri if uri is not None else (kwargs.get("settings") or Settings.from_env())
+            where = target.registry_uri if isinstance(target, Settings) else target
+            if is_remote(where):
+                return RemoteRegistry(str(where), *args, **kwargs)  # not a Registry: no __init__
         return super().__new__(cls)
+
+    def __copy__(self) -> Registry:
+        # A twin (as_user, on_behalf_of) shares the engine and blobs; it must not go through
+        # __new__, which may answer a RemoteRegistry when the settings name a rating server.
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        return twin
 
     def __init__(
         self,
