@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tests.registries import open_registry
+
 import ratekeeper as rk
 from ratekeeper.demo import train_gbm, train_glm
 from ratekeeper.synthetic import RATING_FACTORS, motor_portfolio
-from tests.registries import open_registry
 
 MODEL = "motor_frequency"
 
