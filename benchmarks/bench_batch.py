@@ -246,7 +246,7 @@ def main() -> None:
     frame, cats, nums, expo, claims = portfolio()
     say(f"fitting the GLM and the 300-tree LightGBM on {len(frame):,} policies")
     glm, gbm, gbm_frame = fit_models(frame, cats, nums, expo, claims)
-    registry = rk.Registry(work / "registry", user="bench", policy="open")
+    registry = rk.Registry.create(work / "registry", admin="bench", policy="open")[0]
     registry.register_model(glm, "glm", training_data=frame, exposure=expo)
     gbm_training = gbm_frame.assign(**{expo: frame[expo]})
     gbm_version = registry.register_model(gbm, "gbm", training_data=gbm_training, exposure=expo)

@@ -138,7 +138,7 @@ def main() -> None:
     print(f"building a {args.rows:,}-row book with {args.factors} rating factors …", flush=True)
     table = book(args.rows, args.factors, seed=2, shift=0.05)
     with tempfile.TemporaryDirectory() as home:
-        registry = rk.Registry(home, user="bench", policy="open")
+        registry = rk.Registry.create(home, admin="bench", policy="open")[0]
         registry.register_model(
             train_model(train, factors), "bench", training_data=train, exposure="exposure"
         )

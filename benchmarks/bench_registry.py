@@ -854,7 +854,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ratekeeper-bench-") as tmp:
         folder = Path(tmp)
         home = folder / "rk"
-        registry = Registry(home, settings=Settings(home=home, user="bench"), policy="open")
+        registry, _token = Registry.create(
+            home, admin="bench", policy="open", settings=Settings(home=home, user="bench")
+        )
         mlf = None
         notes = [f"machine: {machine()}"]
         if not args.no_mlflow:

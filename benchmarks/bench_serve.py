@@ -116,7 +116,7 @@ def sample_policies(frame: Any, count: int) -> list[dict[str, Any]]:
 def build_ratekeeper_registry(folder: Path, frame: Any, gbm_frame: Any, gbm: Any) -> None:
     from ratekeeper import Registry
 
-    registry = Registry(folder, policy="open")  # stage moves without promotion requests
+    registry, _token = Registry.create(folder, admin="bench", policy="open")  # direct moves
     registry.register_model(gbm, MODEL, training_data=gbm_frame, target=TARGET, exposure=EXPOSURE)
     registry.transition_stage(MODEL, 1, "Production")
     registry.register_model(
