@@ -17,7 +17,7 @@ from starlette.requests import Request
 from ratekeeper.errors import NotFoundError, PermissionDeniedError
 from ratekeeper.governance.identity import User
 from ratekeeper.governance.sso import SingleSignOn, looks_like_jwt
-from ratekeeper.http import schemas
+from ratekeeper.http import protocol, schemas
 from ratekeeper.http.errors import HTTPProblem
 from ratekeeper.registry.registry import Registry
 
@@ -125,28 +125,5 @@ def require(actor: Registry, action: str) -> None:
 async def read_json_off_loop(request: Request, limit: int) -> Any:
     """The JSON body, read without blocking (413 beyond ``limit``) and parsed in a worker thread:
     parsing a 40 MB holdout or package takes the CPU for a good fraction of a second."""
-    import orjson
-
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPProblem("payload_too_large", f"the request body exceeds {limit:,} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPProblem("payload_too_large", f"the request body exceeds {limit:,} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    if not body:
-        raise HTTPProblem("malformed_json", "the request body is empty: send a JSON document")
-
-    def parse() -> Any:
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise HTTPProblem(
-                "malformed_json", f"the request body is not valid JSON: {exc}"
-            ) from None
-
-    return await off_loop(parse)
+    body = await protocol.read_body(request, limit)
+    return await off_loop(lambda: protocol.parse_json(body))

@@ -15,8 +15,8 @@ MAX_ID = 2**63 - 1
 """The largest id the registry stores (a signed 64-bit column); a larger one names nothing."""
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The parsed JSON body; 413 beyond ``limit`` bytes, 400 when it is not JSON."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, never more than ``limit`` bytes (413), and not empty (400)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPProblem("payload_too_large", f"the request body exceeds {limit:,} bytes")
@@ -30,10 +30,19 @@ async def read_json(request: Request, limit: int) -> Any:
     body = b"".join(chunks)
     if not body:
         raise HTTPProblem("malformed_json", "the request body is empty: send a JSON document")
+    return body
+
+
+def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise HTTPProblem("malformed_json", f"the request body is not valid JSON: {exc}") from None
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The parsed JSON body; 413 beyond ``limit`` bytes, 400 when it is not JSON."""
+    return parse_json(await read_body(request, limit))
 
 
 def one_policy(body: Any) -> dict[str, Any]:
