@@ -1,8 +1,9 @@
 """Does a 40 MB holdout upload slow the Production quote path? A small comparison.
 
 A temporary governed registry gets a GLM in Production and a second GLM version. A real
-``ratekeeper serve`` answers Production quotes on one keep-alive connection for ``--seconds``,
-first alone, then while a modeller posts promotion requests for version 2 with a holdout of
+``ratekeeper serve`` answers Production quotes offered at ``--rate`` per second (default 1,000,
+as in the serving benchmark's p99 target) on one keep-alive connection for ``--seconds``, first
+alone, then while a modeller posts promotion requests for version 2 with a holdout of
 ``--megabytes`` of JSON (the request's body is read, parsed and the gates run off the event loop;
 before, a 43 MB upload stalled every quote for 1.4 s). Printed: the Production quote's p50 / p99
 in both phases, the change of the p99, and how the uploads ended. Compare within one run.
@@ -15,17 +16,18 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pinned import MODEL, ms, quotes
+from bench_pinned import MODEL, ms, post, quotes
 
 import ratekeeper as rk
 from ratekeeper.demo import train_glm
@@ -57,7 +59,26 @@ def holdout_body(megabytes: float) -> bytes:
     return json.dumps(body).encode()
 
 
-def upload(port: int, body: bytes, token: str, stop: threading.Event) -> Counter:
+def paced_quotes(port: int, policy: dict, seconds: float, rate: float) -> list[float]:
+    """Quotes offered at ``rate`` per second on one connection (the serving benchmark's
+    1,000/s): each latency counts from when the quote was due, so a stall shows in full."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies: list[float] = []
+    start = time.perf_counter()
+    due = start
+    while due - start < seconds:
+        due += 1.0 / rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        assert post(conn, f"/v1/models/{MODEL}/quote", policy, {}) == 200
+        latencies.append(time.perf_counter() - due)
+    conn.close()
+    return latencies
+
+
+def upload(port: int, body: bytes, token: str, stop: Any, results: Any) -> None:
+    """In a process of its own (sending 40 MB must not take the quote client's GIL)."""
     outcomes: Counter = Counter()
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     while not stop.is_set():
@@ -67,7 +88,7 @@ def upload(port: int, body: bytes, token: str, stop: threading.Event) -> Counter
         response.read()
         outcomes[response.status] += 1
         conn.close()
-    return outcomes
+    results.put(dict(outcomes))
 
 
 def main() -> None:
@@ -75,6 +96,7 @@ def main() -> None:
     parser.add_argument("--megabytes", type=float, default=40.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=1000.0, help="offered quotes/s (0: flat out)")
     args = parser.parse_args()
     book = motor_portfolio(20_000, seed=3)
     policy = {
@@ -93,20 +115,26 @@ def main() -> None:
         token = registry.create_token(description="benchmark")
         registry.close()
         with rating_server(Path(folder), "--no-ledger", workers=args.workers) as port:
+
+            def measure() -> list[float]:
+                if args.rate:
+                    return paced_quotes(port, policy, args.seconds, args.rate)
+                return quotes(port, policy, args.seconds)
+
             quotes(port, policy, 1.0)  # warm up
-            alone = quotes(port, policy, args.seconds)
-            stop = threading.Event()
-            result: list[Counter] = []
-            uploader = threading.Thread(
-                target=lambda: result.append(upload(port, body, token, stop))
-            )
+            alone = measure()
+            spawn = multiprocessing.get_context("spawn")
+            stop, results = spawn.Event(), spawn.Queue()
+            uploader = spawn.Process(target=upload, args=(port, body, token, stop, results))
             uploader.start()
-            time.sleep(0.2)
-            busy = quotes(port, policy, args.seconds)
+            time.sleep(1.0)
+            busy = measure()
             stop.set()
+            result = [Counter(results.get(timeout=300))]
             uploader.join()
     change = float(ms(busy, 99)) / float(ms(alone, 99)) - 1
-    print(f"{len(body) / 1e6:.1f} MB holdout uploads, {args.workers} worker(s)")
+    offered = f"{args.rate:,.0f} quotes/s offered" if args.rate else "quotes flat out"
+    print(f"{len(body) / 1e6:.1f} MB holdout uploads, {args.workers} worker(s), {offered}")
     print("| phase | Production quotes | p50 ms | p99 ms | uploads |")
     print("|---|---|---|---|---|")
     print(f"| alone | {len(alone)} | {ms(alone, 50)} | {ms(alone, 99)} | - |")

@@ -134,6 +134,9 @@ class PromotionWorkflow(ActingSession):
                 f"{name} version {version} uses prohibited rating factor(s) "
                 f"{', '.join(prohibited)}: it cannot be promoted"
             )
+        with database.read_transaction(self.engine) as conn:  # before seconds of gates
+            row = queries.version_row(conn, name, version)
+            _refuse_duplicate(conn, row.id, name, version, goal, alias)
         report: GateReport | None = None
         champion: int | None = None
         if alias is not None or goal in GATED:
@@ -153,20 +156,7 @@ class PromotionWorkflow(ActingSession):
                 raise InvalidInputError(
                     f"alias {alias!r} is not protected: move it with set_alias (needs no request)"
                 )
-            duplicate = conn.execute(
-                sa.select(promotion_requests.c.id).where(
-                    promotion_requests.c.version_id == row.id,
-                    promotion_requests.c.status == "pending",
-                    promotion_requests.c.target_stage == goal.value
-                    if goal is not None
-                    else promotion_requests.c.target_alias == alias,
-                )
-            ).scalar()
-            if duplicate is not None:
-                raise ConflictError(
-                    f"request {duplicate} for {name} version {version} → "
-                    f"{goal.value if goal else '@' + str(alias)} is already pending"
-                )
+            _refuse_duplicate(conn, row.id, name, version, goal, alias)
             now = datetime.now(UTC)
             request_id = conn.execute(
                 sa.insert(promotion_requests)
@@ -460,6 +450,34 @@ def _four_eyes(conn: sa.Connection, approver: str, request: PromotionRequest) ->
                 f"four-eyes: {approver} created the account {worker} or gave it its roles, "
                 f"so {approver} may not approve {worker}'s work"
             )
+
+
+def _refuse_duplicate(
+    conn: sa.Connection,
+    version_id: int,
+    name: str,
+    version: int,
+    goal: Stage | None,
+    alias: str | None,
+) -> None:
+    """ConflictError when a request for the same version and target is already pending."""
+    target = (
+        promotion_requests.c.target_stage == goal.value
+        if goal is not None
+        else promotion_requests.c.target_alias == alias
+    )
+    duplicate = conn.execute(
+        sa.select(promotion_requests.c.id).where(
+            promotion_requests.c.version_id == version_id,
+            promotion_requests.c.status == "pending",
+            target,
+        )
+    ).scalar()
+    if duplicate is not None:
+        raise ConflictError(
+            f"request {duplicate} for {name} version {version} → "
+            f"{goal.value if goal else '@' + str(alias)} is already pending"
+        )
 
 
 def _parse_target(stage: str | Stage) -> tuple[Stage | None, str | None]:

@@ -104,6 +104,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         stop.set()
         watcher.join(timeout=10)  # a refresh in flight returns its database connection first
         pinned.close()
+        app.state.requests_process.close()
         if ledger is not None:
             ledger.close()
 

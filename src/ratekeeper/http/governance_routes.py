@@ -25,9 +25,10 @@ from ratekeeper.http.auth import (
     TokenAuth,
     id64,
     off_loop,
-    read_json_off_loop,
 )
 from ratekeeper.http.errors import HTTPProblem, json_response
+from ratekeeper.http.isolated import RequestProcess
+from ratekeeper.http.protocol import read_body
 from ratekeeper.http.registry_routes import add_registry_routes
 from ratekeeper.registry.registry import Registry
 
@@ -53,6 +54,9 @@ def _request_id(request_id: int) -> int:
 def _add_request_routes(
     app: FastAPI, registry: Registry, auth: TokenAuth, max_holdout_bytes: int
 ) -> None:
+    requests_process = RequestProcess(registry)
+    app.state.requests_process = requests_process  # closed by the app's shutdown
+
     @app.post(
         "/v1/requests",
         tags=["governance"],
@@ -72,25 +76,11 @@ def _add_request_routes(
         ),
     )
     async def create_request(request: Request) -> Response:
-        actor = await off_loop(lambda: auth.acting(request))
-        body = await read_json_off_loop(request, max_holdout_bytes)
-        if not isinstance(body, dict):
-            raise HTTPProblem("bad_request", "send a JSON object with model, version and stage")
-        version = _int(body.get("version"))
-
-        def run() -> Any:  # parsing the holdout and the gates: seconds of CPU, off the loop
-            return actor.request_promotion(
-                str(body.get("model", "")),
-                version,
-                str(body.get("stage", "")),
-                holdout=_holdout(body.get("holdout"), body.get("holdout_parquet")),
-                comment=_text(body.get("comment")),
-                target=_text(body.get("target")),
-                protected=_text(body.get("protected")),
-            )
-
-        created = await off_loop(run)
-        return json_response(wire.request_to_dict(created), 201)
+        user = await off_loop(lambda: auth.user(request))
+        body = await read_body(request, max_holdout_bytes)
+        # Parsing the holdout and the gates hold the GIL for seconds: in another process.
+        created = await requests_process.request_promotion(user, body)
+        return json_response(created, 201)
 
     @app.get(
         "/v1/requests",
@@ -376,6 +366,22 @@ def _holdout(rows: Any, parquet: Any) -> Any:
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise HTTPProblem("bad_request", "holdout must be a list of policy objects")
     return pd.DataFrame.from_records(rows)
+
+
+def promotion_arguments(body: Any) -> dict[str, Any]:
+    """``request_promotion``'s arguments from a request's JSON body (checked field by field)."""
+    if not isinstance(body, dict):
+        raise HTTPProblem("bad_request", "send a JSON object with model, version and stage")
+    version = id64(_int(body.get("version")), "no version has a number that large")
+    return {
+        "name": str(body.get("model", "")),
+        "version": version,
+        "stage": str(body.get("stage", "")),
+        "holdout": _holdout(body.get("holdout"), body.get("holdout_parquet")),
+        "comment": _text(body.get("comment")),
+        "target": _text(body.get("target")),
+        "protected": _text(body.get("protected")),
+    }
 
 
 def _int(value: Any) -> int:
