@@ -1,3 +1,4 @@
 from ratekeeper.cli.main import main
 
-main()
+if __name__ == "__main__":  # not when a spawned child imports the main module
+    main()
