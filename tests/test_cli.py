@@ -171,3 +171,31 @@ def test_the_demo_registers_promotes_and_prices(capsys, tmp_path) -> None:
     assert set(priced.column("model_version").to_pylist()) == {1}
     assert "11. drift of the book one year on" in out
     assert (folder / "drift-report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_init_enroll_and_tokens_from_the_command_line(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("RATEKEEPER_TOKEN", raising=False)
+    home = str(tmp_path / "team")
+    code, out, err = run(capsys, "--registry", home, "init", "--admin", "root")
+    assert code == 0 and "created a governed registry" in err and "root is its admin" in err
+    root_token = out.strip()
+    assert root_token.startswith("rk_")
+    code, out, _ = run(
+        capsys, "--registry", home, "--token", root_token, "users", "add", "carol", "--role",
+        "approver",
+    )  # fmt: skip
+    assert code == 0 and "ratekeeper enroll rke_" in out
+    enrollment = out.split("ratekeeper enroll ")[1].split()[0]
+    code, out, _ = run(capsys, "--registry", home, "enroll", enrollment)
+    assert code == 0 and rk.Registry(home).authenticate(out.strip()).name == "carol"
+    code, _, err = run(capsys, "--registry", home, "enroll", enrollment)
+    assert code == 5 and "already redeemed" in err
+    code, _, err = run(capsys, "--registry", home, "--user", "root", "users", "add", "x", "--role",
+                       "viewer")  # fmt: skip
+    assert code == 5 and "manage users needs a credential" in err
+    code, _, err = run(capsys, "--registry", home, "init", "--admin", "again")
+    assert code == 4 and "a registry already exists" in err
+    key = tmp_path / "server.key"
+    code, out, _ = run(capsys, "keygen", str(key))
+    assert code == 0 and f"written to {key}" in out
+    assert oct(key.stat().st_mode & 0o777) == "0o600"

@@ -43,9 +43,6 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "test": frozenset({"modeller", "approver", "deployer", "admin"}),
 }
 
-# Aliases that move only through an approved request, like Production (clients quote them).
-PROTECTED_ALIASES: frozenset[str] = frozenset({"champion"})
-
 _STATE = sa.select(
     registry_state.c.policy, registry_state.c.identity, registry_state.c.audit_key_id
 ).where(registry_state.c.id == 1)
