@@ -40,20 +40,13 @@ def fit_glm(frame: Any) -> Any:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    model = Pipeline(
-        [
-            (
-                "encode",
-                ColumnTransformer(
-                    [
-                        ("categorical", OneHotEncoder(drop="first"), CATEGORICAL),
-                        ("numeric", "passthrough", NUMERIC),
-                    ]
-                ),
-            ),
-            ("glm", PoissonRegressor(alpha=1e-6, solver="newton-cholesky", max_iter=300)),
-        ]
-    )
+    model = Pipeline([
+        ("encode", ColumnTransformer([
+            ("categorical", OneHotEncoder(drop="first"), CATEGORICAL),
+            ("numeric", "passthrough", NUMERIC),
+        ])),
+        ("glm", PoissonRegressor(alpha=1e-6, solver="newton-cholesky", max_iter=300)),
+    ])
     rate = frame[TARGET] / frame[EXPOSURE]
     return model.fit(frame[FACTORS], rate, glm__sample_weight=frame[EXPOSURE])
 

@@ -65,20 +65,9 @@ class Repeats:
 
     @classmethod
     def quick(cls) -> Repeats:
-        return cls(
-            register_model=1,
-            registry_op=10,
-            load=5,
-            mlflow_load=2,
-            fresh=2,
-            mlflow_fresh=1,
-            quotes=500,
-            mlflow_quotes=50,
-            big_glm=1,
-            big_gbm=1,
-            mlflow_big_glm=1,
-            mlflow_big_gbm=1,
-        )
+        return cls(register_model=1, registry_op=10, load=5, mlflow_load=2, fresh=2,
+                   mlflow_fresh=1, quotes=500, mlflow_quotes=50, big_glm=1, big_gbm=1,
+                   mlflow_big_glm=1, mlflow_big_gbm=1)
 
 
 @dataclass
@@ -94,7 +83,6 @@ class Row:
 
 
 # -- timing helpers ---------------------------------------------------------------------------
-
 
 def clock(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
@@ -191,9 +179,8 @@ def encode_and_multiply(model: Any, frame: Any) -> Callable[[int], Any]:
     def run(_i: int) -> Any:
         design = np.zeros((len(frame), len(beta)))
         start = 0
-        for name, levels, dropped in zip(
-            CATEGORICAL, onehot.categories_, onehot.drop_idx_, strict=True
-        ):
+        for name, levels, dropped in zip(CATEGORICAL, onehot.categories_, onehot.drop_idx_,
+                                         strict=True):
             codes = pd.Categorical(columns[name], categories=levels).codes
             kept = codes != dropped
             design[every_row[kept], start + codes[kept] - (codes[kept] > dropped)] = 1.0
@@ -220,7 +207,6 @@ def policies(frame: Any, count: int) -> tuple[list[int], list[dict[str, Any]]]:
 
 
 # -- MLflow -----------------------------------------------------------------------------------
-
 
 class MlflowSide:
     """MLflow 3 with a SQLite backend store and a local artifact folder, models logged once."""
@@ -255,13 +241,11 @@ class MlflowSide:
             warnings.simplefilter("ignore")
             with self.mlflow.start_run(experiment_id=self.experiment) as run:
                 if key == "glm":
-                    info = mlflow.sklearn.log_model(
-                        model, name="model", pip_requirements=["scikit-learn"]
-                    )
+                    info = mlflow.sklearn.log_model(model, name="model",
+                                                    pip_requirements=["scikit-learn"])
                 else:
-                    info = mlflow.lightgbm.log_model(
-                        model, name="model", pip_requirements=["lightgbm"]
-                    )
+                    info = mlflow.lightgbm.log_model(model, name="model",
+                                                     pip_requirements=["lightgbm"])
         self.logged[key] = info
         self.run_ids[key] = run.info.run_id
         return time.perf_counter() - start
@@ -285,7 +269,6 @@ class MlflowSide:
 
 # -- measurements -----------------------------------------------------------------------------
 
-
 @dataclass
 class Bench:
     repeats: Repeats
@@ -304,25 +287,15 @@ class Bench:
     def register_model(self) -> None:
         n = self.repeats.register_model
         for key in ("glm", "gbm"):
-            register = partial(
-                self.registry.register_model,
-                self.models[key],
-                key,
-                training_data=self.frame_for(key),
-                target=TARGET,
-                exposure=EXPOSURE,
-            )
+            register = partial(self.registry.register_model, self.models[key], key,
+                               training_data=self.frame_for(key), target=TARGET,
+                               exposure=EXPOSURE)
             times = [clock(register) for _ in range(n)]
             t = median(times)
-            self.rows.append(
-                Row(
-                    f"register_model {key.upper()} (convert + profile {len(self.frame):,} rows)",
-                    str(n),
-                    fmt_s(t),
-                    target="≤ 3 s",
-                    met=t <= 3.0,
-                )
-            )
+            self.rows.append(Row(
+                f"register_model {key.upper()} (convert + profile {len(self.frame):,} rows)",
+                str(n), fmt_s(t), target="≤ 3 s", met=t <= 3.0,
+            ))
             say(f"register_model {key}: {fmt_s(t)}")
 
     def registry_write(self) -> None:
@@ -333,20 +306,12 @@ class Bench:
         for key in ("glm", "gbm"):
             frame = self.frame_for(key)
             package = build_package(self.models[key], frame, target=TARGET, exposure=EXPOSURE)
-            facts = {
-                "training_data": lineage.data_fingerprint(frame),
-                "libraries": lineage.library_versions(),
-                "git": lineage.git_state(ROOT),
-            }
+            facts = {"training_data": lineage.data_fingerprint(frame),
+                     "libraries": lineage.library_versions(), "git": lineage.git_state(ROOT)}
             name = f"{key}-write"
             ours = ignoring_index(
-                self.registry.register_package,
-                package,
-                name,
-                metrics={"deviance": 0.5},
-                lineage=facts,
-                description=None,
-                tags={"team": "pricing"},
+                self.registry.register_package, package, name, metrics={"deviance": 0.5},
+                lineage=facts, description=None, tags={"team": "pricing"},
             )
             ours(-1)  # the first write stores the blobs; later writes find them
             fns: list[Callable[[int], Any]] = [ours]
@@ -356,13 +321,8 @@ class Bench:
                 fns.append(ignoring_index(self.mlf.create_version, name, key))
             times = interleaved(n, *fns)
             t = median(times[0])
-            row = Row(
-                f"registry write, packaged {key.upper()} (register_package)",
-                str(n),
-                fmt_ms(t),
-                target="≤ 10 ms",
-                met=t <= 0.010,
-            )
+            row = Row(f"registry write, packaged {key.upper()} (register_package)", str(n),
+                      fmt_ms(t), target="≤ 10 ms", met=t <= 0.010)
             if self.mlf is not None:
                 theirs = median(times[1])
                 row.mlflow, row.ratio = fmt_ms(theirs), faster(t, theirs)
@@ -372,13 +332,8 @@ class Bench:
     def moves(self) -> None:
         n = self.repeats.registry_op
         while self.registry.get_model("glm").latest_version < 2:  # moves alternate 1 and 2
-            self.registry.register_model(
-                self.models["glm"],
-                "glm",
-                training_data=self.frame,
-                target=TARGET,
-                exposure=EXPOSURE,
-            )
+            self.registry.register_model(self.models["glm"], "glm", training_data=self.frame,
+                                         target=TARGET, exposure=EXPOSURE)
         stages = ("Staging", "Production")
         ours_stage = [lambda i: self.registry.transition_stage("glm", 1, stages[i % 2])]
         ours_alias = [lambda i: self.registry.set_alias("glm", "champion", 1 + i % 2)]
@@ -391,10 +346,8 @@ class Bench:
             ours_alias.append(
                 lambda i: mlf.client.set_registered_model_alias("glm", "champion", str(1 + i % 2))
             )
-        for what, fns in (
-            ("stage move (transition_stage)", ours_stage),
-            ("alias move (set_alias)", ours_alias),
-        ):
+        for what, fns in (("stage move (transition_stage)", ours_stage),
+                          ("alias move (set_alias)", ours_alias)):
             times = interleaved(n, *fns)
             t = median(times[0])
             row = Row(what, str(n), fmt_ms(t), target="≤ 5 ms", met=t <= 0.005)
@@ -416,21 +369,14 @@ class Bench:
     def load_cold(self) -> None:
         for key in ("glm", "gbm"):
             uri = f"models:/{key}@champion"
-            times = [
-                clock(partial(self.registry.load_model, uri)) for _ in range(self.repeats.load)
-            ]
+            times = [clock(partial(self.registry.load_model, uri))
+                     for _ in range(self.repeats.load)]
             t = median(times)
-            row = Row(
-                f"load_model {key.upper()}, Registry open (resolve + verify + scorer)",
-                str(self.repeats.load),
-                fmt_ms(t),
-                target="≤ 100 ms",
-                met=t <= 0.100,
-            )
+            row = Row(f"load_model {key.upper()}, Registry open (resolve + verify + scorer)",
+                      str(self.repeats.load), fmt_ms(t), target="≤ 100 ms", met=t <= 0.100)
             if self.mlf is not None:
-                theirs = median(
-                    [clock(partial(self.mlf.load, uri)) for _ in range(self.repeats.mlflow_load)]
-                )
+                theirs = median([clock(partial(self.mlf.load, uri))
+                                 for _ in range(self.repeats.mlflow_load)])
                 row.mlflow, row.ratio = fmt_ms(theirs), faster(t, theirs)
                 row.n += f" / {self.repeats.mlflow_load}"
             self.rows.append(row)
@@ -440,57 +386,33 @@ class Bench:
         """A new Python process: imports, open the registry, load, price one policy."""
         for key in ("glm", "gbm"):
             uri = f"models:/{key}@champion"
-            ours = [
-                fresh_process(_FRESH_RATEKEEPER, str(self.folder / "rk"), uri, policy)
-                for _ in range(self.repeats.fresh)
-            ]
+            ours = [fresh_process(_FRESH_RATEKEEPER, str(self.folder / "rk"), uri, policy)
+                    for _ in range(self.repeats.fresh)]
             whole = median([r["process"] for r in ours])
             inner = {k: median([r[k] for r in ours]) for k in ("import", "load", "quote")}
-            row = Row(
-                f"fresh process {key.upper()}: start → first quote",
-                str(self.repeats.fresh),
-                fmt_ms(whole),
-                target="(report)",
-            )
-            detail = (
-                f"{key.upper()} fresh process, ratekeeper: import {fmt_ms(inner['import'])}, "
-                f"open registry + load_model {fmt_ms(inner['load'])}, first predict_one "
-                f"{fmt_ms(inner['quote'])}; whole process incl. interpreter start "
-                f"{fmt_ms(whole)}"
-            )
+            row = Row(f"fresh process {key.upper()}: start → first quote", str(self.repeats.fresh),
+                      fmt_ms(whole), target="(report)")
+            detail = (f"{key.upper()} fresh process, ratekeeper: import {fmt_ms(inner['import'])}, "
+                      f"open registry + load_model {fmt_ms(inner['load'])}, first predict_one "
+                      f"{fmt_ms(inner['quote'])}; whole process incl. interpreter start "
+                      f"{fmt_ms(whole)}")
             if self.mlf is not None:
                 mlf_frame = self.frame_for(key)[FACTORS].iloc[[0]]
-                levels = (
-                    {
-                        name: [str(c) for c in self.gbm_frame[name].cat.categories]
-                        for name in CATEGORICAL
-                    }
-                    if key == "gbm"
-                    else {}
-                )
-                policy_frame = json.dumps(
-                    {
-                        "frame": mlf_frame.astype(str).to_dict("list"),
-                        "numeric": NUMERIC,
-                        "categories": levels,
-                    }
-                )
-                theirs_runs = [
-                    fresh_process(_FRESH_MLFLOW, self.mlf.db, uri, policy_frame)
-                    for _ in range(self.repeats.mlflow_fresh)
-                ]
+                levels = {name: [str(c) for c in self.gbm_frame[name].cat.categories]
+                          for name in CATEGORICAL} if key == "gbm" else {}
+                policy_frame = json.dumps({"frame": mlf_frame.astype(str).to_dict("list"),
+                                           "numeric": NUMERIC, "categories": levels})
+                theirs_runs = [fresh_process(_FRESH_MLFLOW, self.mlf.db, uri, policy_frame)
+                               for _ in range(self.repeats.mlflow_fresh)]
                 theirs = median([r["process"] for r in theirs_runs])
-                t_inner = {
-                    k: median([r[k] for r in theirs_runs]) for k in ("import", "load", "quote")
-                }
+                t_inner = {k: median([r[k] for r in theirs_runs])
+                           for k in ("import", "load", "quote")}
                 row.mlflow, row.ratio = fmt_ms(theirs), faster(whole, theirs)
                 row.n += f" / {self.repeats.mlflow_fresh}"
-                detail += (
-                    f"; MLflow: import {fmt_ms(t_inner['import'])}, pyfunc.load_model "
-                    f"{fmt_ms(t_inner['load'])} (opens its SQLite store, copies the "
-                    f"artifacts, imports the flavor, unpickles), first predict "
-                    f"{fmt_ms(t_inner['quote'])}"
-                )
+                detail += (f"; MLflow: import {fmt_ms(t_inner['import'])}, pyfunc.load_model "
+                           f"{fmt_ms(t_inner['load'])} (opens its SQLite store, copies the "
+                           f"artifacts, imports the flavor, unpickles), first predict "
+                           f"{fmt_ms(t_inner['quote'])}")
             self.rows.append(row)
             self.notes.append(detail)
             say(detail)
@@ -509,13 +431,8 @@ class Bench:
                 scorer.predict_one(policy)
                 ours.append((time.perf_counter_ns() - start) / 1e9)
             t = median(ours)
-            row = Row(
-                f"predict_one {key.upper()} (policy dict)",
-                str(len(books)),
-                fmt_us(t),
-                target=f"≤ {target * 1e6:.0f} µs",
-                met=t <= target,
-            )
+            row = Row(f"predict_one {key.upper()} (policy dict)", str(len(books)), fmt_us(t),
+                      target=f"≤ {target * 1e6:.0f} µs", met=t <= target)
             if self.mlf is not None:
                 model = self.mlf.load(f"models:/{key}@champion")
                 source = self.frame_for(key)[FACTORS]
@@ -531,10 +448,8 @@ class Bench:
                     gaps.append(abs(ours_rate - rate) / rate)
                 row.mlflow, row.ratio = fmt_us(median(theirs)), faster(t, median(theirs))
                 row.n += f" / {count}"
-                self.notes.append(
-                    f"predict_one {key.upper()} vs MLflow pyfunc on the same "
-                    f"{count} policies: max relative difference {max(gaps):.1e}"
-                )
+                self.notes.append(f"predict_one {key.upper()} vs MLflow pyfunc on the same "
+                                  f"{count} policies: max relative difference {max(gaps):.1e}")
             self.rows.append(row)
             say(f"predict_one {key}: {fmt_us(t)}")
 
@@ -549,23 +464,15 @@ class Bench:
         scorer = self.registry.load_model("models:/glm@champion")
         model = self.models["glm"]
         design = model[0].transform(big[FACTORS])
-        design = np.ascontiguousarray(
-            design.toarray() if hasattr(design, "toarray") else design, dtype=np.float64
-        )
+        design = np.ascontiguousarray(design.toarray() if hasattr(design, "toarray") else design,
+                                      dtype=np.float64)
         beta, intercept = model[-1].coef_, float(model[-1].intercept_)
 
         def raw(_i: int) -> Any:
             return np.exp(design @ beta + intercept)
 
-        self._big(
-            "glm",
-            big,
-            scorer,
-            raw,
-            self.repeats.big_glm,
-            self.repeats.mlflow_big_glm,
-            fair=encode_and_multiply(model, big),
-        )
+        self._big("glm", big, scorer, raw, self.repeats.big_glm, self.repeats.mlflow_big_glm,
+                  fair=encode_and_multiply(model, big))
 
     def _big_gbm(self, np: Any) -> None:
         import onnxruntime as ort
@@ -574,11 +481,8 @@ class Bench:
         scorer = self.registry.load_model("models:/gbm@champion")
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        session = ort.InferenceSession(
-            scorer.package.files["model.onnx"],
-            sess_options=options,
-            providers=["CPUExecutionProvider"],
-        )
+        session = ort.InferenceSession(scorer.package.files["model.onnx"], sess_options=options,
+                                       providers=["CPUExecutionProvider"])
         matrix = np.empty((len(big), len(FACTORS)), dtype=np.float32)
         for j, name in enumerate(FACTORS):
             column = big[name]
@@ -590,16 +494,8 @@ class Bench:
 
         self._big("gbm", big, scorer, raw, self.repeats.big_gbm, self.repeats.mlflow_big_gbm)
 
-    def _big(
-        self,
-        key: str,
-        big: Any,
-        scorer: Any,
-        raw: Callable[[int], Any],
-        n: int,
-        n_mlflow: int,
-        fair: Callable[[int], Any] | None = None,
-    ) -> None:
+    def _big(self, key: str, big: Any, scorer: Any, raw: Callable[[int], Any], n: int,
+             n_mlflow: int, fair: Callable[[int], Any] | None = None) -> None:
         """``raw`` prices a pre-encoded matrix; ``fair``, when given, encodes the frame too."""
         import numpy as np
 
@@ -618,21 +514,14 @@ class Bench:
         # A GLM's "raw call" here is a product on a matrix already one-hot encoded: the rows a
         # user has carry strings, so the target applies to encode + multiply (the next row).
         # For ONNX the raw call takes the same numbers ratekeeper gets: the target applies here.
-        row = Row(
-            f"predict {key.upper()}, {len(big):,} rows (DataFrame)",
-            str(n),
-            fmt_rate(ours),
-            raw=fmt_rate(theirs_raw),
-            ratio=f"{ratio:.2f}× raw",
-            target="(pre-encoded: reference)" if fair is not None else "≥ 0.9× raw",
-            met=None if fair is not None else ratio >= 0.9,
-        )
-        self.notes.append(
-            f"predict {key.upper()} {len(big):,} rows: ratekeeper "
-            f"{fmt_s(median(times[0]))}, raw call {fmt_s(median(times[1]))} "
-            f"(ratio: median of {n} back-to-back pairs); "
-            f"max relative difference {gap:.1e}"
-        )
+        row = Row(f"predict {key.upper()}, {len(big):,} rows (DataFrame)", str(n), fmt_rate(ours),
+                  raw=fmt_rate(theirs_raw), ratio=f"{ratio:.2f}× raw",
+                  target="(pre-encoded: reference)" if fair is not None else "≥ 0.9× raw",
+                  met=None if fair is not None else ratio >= 0.9)
+        self.notes.append(f"predict {key.upper()} {len(big):,} rows: ratekeeper "
+                          f"{fmt_s(median(times[0]))}, raw call {fmt_s(median(times[1]))} "
+                          f"(ratio: median of {n} back-to-back pairs); "
+                          f"max relative difference {gap:.1e}")
         if self.mlf is not None:
             model = self.mlf.load(f"models:/{key}@champion")
             frame = big[FACTORS]
@@ -645,33 +534,19 @@ class Bench:
         if fair is not None:
             self._fair_row(key, big, n, times[0], times[2], rate, out["fair"])
 
-    def _fair_row(
-        self,
-        key: str,
-        big: Any,
-        n: int,
-        ours_s: list[float],
-        fair_s: list[float],
-        rate: Any,
-        fair_rate: Any,
-    ) -> None:
+    def _fair_row(self, key: str, big: Any, n: int, ours_s: list[float], fair_s: list[float],
+                  rate: Any, fair_rate: Any) -> None:
         """The same predict against the fair reference: encode the string factors, then price."""
         import numpy as np
 
         gap = float(np.max(np.abs(rate - fair_rate) / fair_rate))
         ratio = median([f / o for o, f in zip(ours_s, fair_s, strict=True)])
         ours, fair = len(big) / median(ours_s), len(big) / median(fair_s)
-        self.rows.append(
-            Row(
-                f"predict {key.upper()}, {len(big):,} rows vs encode + multiply",
-                str(n),
-                fmt_rate(ours),
-                raw=fmt_rate(fair),
-                ratio=f"{ratio:.2f}× encode + multiply",
-                target="≥ 0.9× raw",
-                met=ratio >= 0.9,
-            )
-        )
+        self.rows.append(Row(
+            f"predict {key.upper()}, {len(big):,} rows vs encode + multiply", str(n),
+            fmt_rate(ours), raw=fmt_rate(fair), ratio=f"{ratio:.2f}× encode + multiply",
+            target="≥ 0.9× raw", met=ratio >= 0.9,
+        ))
         self.notes.append(
             f"predict {key.upper()} {len(big):,} rows vs encode + multiply (pd.Categorical codes "
             f"of the string factors → the one-hot design matrix → exp(X @ beta + intercept); no "
@@ -726,14 +601,8 @@ def fresh_process(code: str, *args: Any) -> dict[str, float]:
     argv = [a if isinstance(a, str) else json.dumps(a) for a in args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RATEKEEPER_")}
     start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", code, *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        check=False,
-    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          env=env, cwd=ROOT, check=False)
     whole = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"fresh-process load failed:\n{done.stderr[-2000:]}")
@@ -758,11 +627,8 @@ def print_table(rows: list[Row], title: str) -> None:
 
     table = Table(title=title, title_justify="left")
     for header in HEADERS:
-        table.add_column(
-            header,
-            justify="left" if header == "measurement" else "right",
-            no_wrap=header != "measurement",
-        )
+        table.add_column(header, justify="left" if header == "measurement" else "right",
+                         no_wrap=header != "measurement")
     for row in rows:
         style = None if row.met is None or row.met else "bold red"
         table.add_row(*cells(row), style=style)
@@ -770,12 +636,8 @@ def print_table(rows: list[Row], title: str) -> None:
 
 
 def markdown(rows: list[Row], title: str, notes: list[str]) -> str:
-    lines = [
-        f"**{title}**",
-        "",
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "|".join("---" if h == "measurement" else "---:" for h in HEADERS) + "|",
-    ]
+    lines = [f"**{title}**", "", "| " + " | ".join(HEADERS) + " |",
+             "|" + "|".join("---" if h == "measurement" else "---:" for h in HEADERS) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
     lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
@@ -801,16 +663,13 @@ def machine() -> str:
 
     git = git_state(ROOT)
     commit = f" at {git['commit'][:10]}{' + local changes' if git['dirty'] else ''}" if git else ""
-    return (
-        f"{os.cpu_count()} × {cpu}, Python {sys.version.split()[0]}, ratekeeper "
-        f"{ratekeeper.__version__}{commit}, numpy {numpy.__version__}, "
-        f"pandas {pandas.__version__}, onnxruntime {onnxruntime.__version__}, "
-        f"SQLAlchemy {sqlalchemy.__version__}"
-    )
+    return (f"{os.cpu_count()} × {cpu}, Python {sys.version.split()[0]}, ratekeeper "
+            f"{ratekeeper.__version__}{commit}, numpy {numpy.__version__}, "
+            f"pandas {pandas.__version__}, onnxruntime {onnxruntime.__version__}, "
+            f"SQLAlchemy {sqlalchemy.__version__}")
 
 
 # -- main -------------------------------------------------------------------------------------
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -821,21 +680,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if not args.data.is_file():
-        print(
-            f"error: the benchmark data {args.data} is missing. It is read by path from "
-            "../shared/data/ beside the project (never copied); pass --data PATH.",
-            file=sys.stderr,
-        )
+        print(f"error: the benchmark data {args.data} is missing. It is read by path from "
+              "../shared/data/ beside the project (never copied); pass --data PATH.",
+              file=sys.stderr)
         return 2
     if not args.no_mlflow:
         try:
             import mlflow  # noqa: F401
         except ImportError:
-            print(
-                "error: MLflow is not installed in this Python. Run `bash benchmarks/run.sh` "
-                "(it creates .venv-bench with benchmarks/requirements.txt), or pass --no-mlflow.",
-                file=sys.stderr,
-            )
+            print("error: MLflow is not installed in this Python. Run `bash benchmarks/run.sh` "
+                  "(it creates .venv-bench with benchmarks/requirements.txt), or pass --no-mlflow.",
+                  file=sys.stderr)
             return 2
 
     started, load_before = time.perf_counter(), os.getloadavg()[0]
@@ -882,21 +737,15 @@ def main(argv: list[str] | None = None) -> int:
         registry.close()
 
     elapsed = time.perf_counter() - started
-    title = (
-        f"ratekeeper vs MLflow {mlf.version if mlf else '(skipped)'} — "
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, medians over n runs "
-        f"(ours / MLflow), whole run {elapsed:,.0f} s"
-    )
-    notes.append(
-        f"1-minute load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} "
-        f"at the end (on {os.cpu_count()} cores; above that, other work shared the CPUs)"
-    )
-    notes.append(
-        "n: repetitions behind each median (ratekeeper / MLflow where they differ). "
-        "'ratio' sets ratekeeper against the other columns: '× faster' compares times; "
-        "'× raw', '× encode + multiply' and '× MLflow' compare rows/s (above 1 = "
-        "ratekeeper is faster)."
-    )
+    title = (f"ratekeeper vs MLflow {mlf.version if mlf else '(skipped)'} — "
+             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, medians over n runs "
+             f"(ours / MLflow), whole run {elapsed:,.0f} s")
+    notes.append(f"1-minute load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} "
+                 f"at the end (on {os.cpu_count()} cores; above that, other work shared the CPUs)")
+    notes.append("n: repetitions behind each median (ratekeeper / MLflow where they differ). "
+                 "'ratio' sets ratekeeper against the other columns: '× faster' compares times; "
+                 "'× raw', '× encode + multiply' and '× MLflow' compare rows/s (above 1 = "
+                 "ratekeeper is faster).")
     print_table(bench.rows, title)
     for note in bench.notes:
         print(f"- {note}")

@@ -83,16 +83,8 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(
-            cell_seconds=2.0,
-            rounds=1,
-            rate_seconds=3.0,
-            warmup_seconds=1.0,
-            ready_runs=2,
-            mlflow_ready_runs=1,
-            locust_seconds=0,
-            ledger_rounds=1,
-        )
+        return cls(cell_seconds=2.0, rounds=1, rate_seconds=3.0, warmup_seconds=1.0, ready_runs=2,
+                   mlflow_ready_runs=1, locust_seconds=0, ledger_rounds=1)
 
 
 # -- data, models, registries ------------------------------------------------------------------
@@ -117,18 +109,17 @@ def build_ratekeeper_registry(folder: Path, frame: Any, gbm_frame: Any, gbm: Any
     from ratekeeper import Registry
 
     registry, _token = Registry.create(folder, admin="bench", policy="open")  # direct moves
-    registry.register_model(gbm, MODEL, training_data=gbm_frame, target=TARGET, exposure=EXPOSURE)
+    registry.register_model(gbm, MODEL, training_data=gbm_frame, target=TARGET,
+                            exposure=EXPOSURE)
     registry.transition_stage(MODEL, 1, "Production")
-    registry.register_model(
-        fit_glm(frame), f"{MODEL}_glm", training_data=frame, target=TARGET, exposure=EXPOSURE
-    )
+    registry.register_model(fit_glm(frame), f"{MODEL}_glm", training_data=frame,
+                            target=TARGET, exposure=EXPOSURE)
     registry.transition_stage(f"{MODEL}_glm", 1, "Production")
     registry.close()
 
 
-def build_mlflow_registry(
-    folder: Path, gbm: Any, gbm_frame: Any, policies: list[dict[str, Any]]
-) -> tuple[str, str]:
+def build_mlflow_registry(folder: Path, gbm: Any, gbm_frame: Any, policies: list[dict[str, Any]]
+                          ) -> tuple[str, str]:
     """Log the booster as a pyfunc model version 1 of ``frequency``; (tracking URI, model URI)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -147,18 +138,14 @@ def build_mlflow_registry(
     booster = folder / "booster.txt"
     gbm.booster_.save_model(str(booster))
     levels = folder / "levels.json"
-    levels.write_text(
-        json.dumps({name: [str(c) for c in gbm_frame[name].cat.categories] for name in CATEGORICAL})
-    )
+    levels.write_text(json.dumps(
+        {name: [str(c) for c in gbm_frame[name].cat.categories] for name in CATEGORICAL}
+    ))
     example = pd.DataFrame(policies[:50])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        signature = infer_signature(
-            example,
-            gbm.predict(
-                example.astype({name: gbm_frame[name].dtype for name in CATEGORICAL})[FACTORS]
-            ),
-        )
+        signature = infer_signature(example, gbm.predict(example.astype(
+            {name: gbm_frame[name].dtype for name in CATEGORICAL})[FACTORS]))
         with mlflow.start_run(experiment_id=experiment):
             mlflow.pyfunc.log_model(
                 name="model",
@@ -172,7 +159,6 @@ def build_mlflow_registry(
 
 
 # -- processes ---------------------------------------------------------------------------------
-
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -193,14 +179,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def running(
-    command: list[str], port: int, log: Path, ready_path: str, env: dict[str, str] | None = None
-) -> Iterator[Server]:
+def running(command: list[str], port: int, log: Path, ready_path: str,
+            env: dict[str, str] | None = None) -> Iterator[Server]:
     """Start ``command`` in its own process group; always stop the whole group afterwards."""
     with log.open("ab") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True
-        )
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                   env=env, start_new_session=True)
     server = Server(process, port, log, ready_path)
     try:
         yield server
@@ -225,9 +209,8 @@ def wait_ready(server: Server, started: float, limit: float = 120.0) -> float:
     """Seconds from ``started`` until GET ready_path answers 200."""
     while time.perf_counter() - started < limit:
         if server.process.poll() is not None:
-            raise RuntimeError(
-                f"the server exited with {server.process.returncode}:\n{server.tail()}"
-            )
+            raise RuntimeError(f"the server exited with {server.process.returncode}:\n"
+                               f"{server.tail()}")
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=limit)
         try:
             conn.request("GET", server.ready_path)
@@ -247,11 +230,8 @@ def listeners(port: int) -> int:
     """Listening TCP sockets on ``port`` (one per worker with SO_REUSEPORT)."""
     suffix = f":{port:04X}"
     with open("/proc/net/tcp") as f:
-        return sum(
-            1
-            for line in f.readlines()[1:]
-            if line.split()[1].endswith(suffix) and line.split()[3] == "0A"
-        )
+        return sum(1 for line in f.readlines()[1:]
+                   if line.split()[1].endswith(suffix) and line.split()[3] == "0A")
 
 
 def wait_settled(server: Server, sockets: int, limit: float = 90.0) -> None:
@@ -281,74 +261,37 @@ def post(port: int, path: str, body: bytes) -> tuple[int, Any]:
 
 def wrk(url: str, script: Path, connections: int, seconds: float) -> Closed:
     threads = min(connections, 2)
-    command = [
-        "wrk",
-        "-t",
-        str(threads),
-        "-c",
-        str(connections),
-        "-d",
-        f"{seconds:g}s",
-        "--timeout",
-        "5s",
-        "-s",
-        str(script),
-        url,
-    ]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 60, check=False
-    )
+    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
+               "--timeout", "5s", "-s", str(script), url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
+                          check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:500]}")
     r = json.loads(lines[-1])
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
-    return Closed(
-        connections,
-        r["requests"] / (r["duration_us"] / 1e6),
-        r["p50_us"] / 1e3,
-        r["p99_us"] / 1e3,
-        errors,
-        r["requests"],
-    )
+    return Closed(connections, r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1e3,
+                  r["p99_us"] / 1e3, errors, r["requests"])
 
 
-def open_loop(
-    url: str, bodies: Path, rate: int, seconds: float, latencies: Path | None = None
-) -> Any:
+def open_loop(url: str, bodies: Path, rate: int, seconds: float,
+              latencies: Path | None = None) -> Any:
     """One open-loop run; ``latencies``: where it also writes every request's latency."""
     from openloop import OpenLoopResult
 
-    command = [
-        sys.executable,
-        str(HERE / "openloop.py"),
-        url,
-        "--bodies",
-        str(bodies),
-        "--rate",
-        str(rate),
-        "--duration",
-        f"{seconds:g}",
-        "--warmup",
-        "1",
-        "--connections",
-        "64",
-        "--timeout",
-        "2",
-        "--json",
-    ]
+    command = [sys.executable, str(HERE / "openloop.py"), url, "--bodies", str(bodies),
+               "--rate", str(rate), "--duration", f"{seconds:g}", "--warmup", "1",
+               "--connections", "64", "--timeout", "2", "--json"]
     if latencies is not None:
         command += ["--latencies", str(latencies)]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 60, check=False
-    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
+                          check=False)
     if done.returncode != 0:
         raise RuntimeError(f"openloop failed: {done.stderr.strip()[-800:]}")
     return OpenLoopResult(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 # -- the benchmark -----------------------------------------------------------------------------
-
 
 @dataclass
 class Setup:
@@ -361,73 +304,28 @@ class Setup:
     expected: float  # the in-memory model's price of policies[0]
     plan: Plan
 
-    def command(
-        self, kind: str, port: int, workers: int
-    ) -> tuple[list[str], str, str, dict[str, str]]:
+    def command(self, kind: str, port: int, workers: int) -> tuple[list[str], str, str,
+                                                                   dict[str, str]]:
         """(command, quote path, ready path, environment) of a server."""
         env = dict(os.environ)
         bindir = str(Path(self.python).parent)
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
         if kind.startswith("ratekeeper"):
-            ledger = {
-                "ratekeeper-noledger": ["--no-ledger"],
-                "ratekeeper-nodrift": ["--drift-interval", "0"],
-            }.get(kind, [])
-            return (
-                [
-                    str(Path(bindir) / "ratekeeper"),
-                    "--registry",
-                    str(self.rk_registry),
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    str(workers),
-                    "--log-level",
-                    "warning",
-                    *ledger,
-                ],
-                f"/v1/models/{MODEL}/quote",
-                "/readyz",
-                env,
-            )
+            ledger = {"ratekeeper-noledger": ["--no-ledger"],
+                      "ratekeeper-nodrift": ["--drift-interval", "0"]}.get(kind, [])
+            return ([str(Path(bindir) / "ratekeeper"), "--registry", str(self.rk_registry),
+                     "serve", "--port", str(port), "--workers", str(workers),
+                     "--log-level", "warning", *ledger], f"/v1/models/{MODEL}/quote", "/readyz",
+                    env)
         if kind == "mlflow":
             env["MLFLOW_TRACKING_URI"] = self.mlflow_tracking
             env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
             env.setdefault("DO_NOT_TRACK", "true")
-            return (
-                [
-                    str(Path(bindir) / "mlflow"),
-                    "models",
-                    "serve",
-                    "-m",
-                    self.mlflow_model,
-                    "--env-manager",
-                    "local",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "-w",
-                    str(workers),
-                ],
-                "/invocations",
-                "/ping",
-                env,
-            )
-        return (
-            [
-                self.python,
-                str(HERE / "floor_app.py"),
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-            ],
-            f"/v1/models/{MODEL}/quote",
-            "/readyz",
-            env,
-        )
+            return ([str(Path(bindir) / "mlflow"), "models", "serve", "-m", self.mlflow_model,
+                     "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+                     "-w", str(workers)], "/invocations", "/ping", env)
+        return ([self.python, str(HERE / "floor_app.py"), "--port", str(port), "--workers",
+                 str(workers)], f"/v1/models/{MODEL}/quote", "/readyz", env)
 
     def body(self, kind: str, policy: dict[str, Any]) -> str:
         if kind == "mlflow":
@@ -435,9 +333,8 @@ class Setup:
         return json.dumps(policy, separators=(",", ":"))
 
 
-def start_to_ready(
-    setup: Setup, kind: str, workers: int, runs: int
-) -> tuple[list[float], list[float]]:
+def start_to_ready(setup: Setup, kind: str, workers: int, runs: int
+                   ) -> tuple[list[float], list[float]]:
     """Seconds until the first answer 200, and (SO_REUSEPORT servers) until every worker
     listens."""
     first, every = [], []
@@ -485,24 +382,19 @@ class Live:
 
 
 def prepare_server(setup: Setup, kind: str, workers: int) -> Live:
-    label = {
-        "ratekeeper": "ratekeeper serve",
-        "mlflow": "mlflow models serve",
-        "ratekeeper-noledger": "ratekeeper serve --no-ledger",
-        "ratekeeper-nodrift": "ratekeeper serve --drift-interval 0",
-        "floor": "HTTP floor (constant)",
-    }[kind] + f", {workers} worker{'s' * (workers > 1)}"
+    label = {"ratekeeper": "ratekeeper serve", "mlflow": "mlflow models serve",
+             "ratekeeper-noledger": "ratekeeper serve --no-ledger",
+             "ratekeeper-nodrift": "ratekeeper serve --drift-interval 0",
+             "floor": "HTTP floor (constant)"}[kind] + f", {workers} worker{'s' * (workers > 1)}"
     port = free_port()
     command, path, ready, env = setup.command(kind, port, workers)
     script = setup.tmp / f"{kind}.lua"
-    script.write_text(
-        WRK_SCRIPT.format(
-            body=lua_string(setup.body(kind, setup.policies[0])), cap=MAX_WRK_REQUESTS
-        )
-    )
+    script.write_text(WRK_SCRIPT.format(body=lua_string(setup.body(kind, setup.policies[0])),
+                                        cap=MAX_WRK_REQUESTS))
     bodies = setup.tmp / f"{kind}.jsonl"
     bodies.write_text("\n".join(setup.body(kind, p) for p in setup.policies) + "\n")
-    return Live(ServerRun(label, kind, workers), port, path, script, bodies, (command, ready, env))
+    return Live(ServerRun(label, kind, workers), port, path, script, bodies,
+                (command, ready, env))
 
 
 def start_server(live: Live, stack: contextlib.ExitStack, setup: Setup) -> None:
@@ -527,13 +419,12 @@ def closed_cell(live: Live, c: int, seconds: float) -> None:
     cell = wrk(live.url, live.script, c, seconds)
     elapsed = time.perf_counter() - t0
     after = cpu_seconds(pids)
-    shares = sorted(((after[p] - before[p]) / elapsed for p in after if p in before), reverse=True)
+    shares = sorted(((after[p] - before[p]) / elapsed for p in after if p in before),
+                    reverse=True)
     others = (machine_busy() - busy) / elapsed - sum(shares) - (children_cpu() - ours) / elapsed
     live.rounds.setdefault(c, []).append((cell, shares, max(0.0, others) / (os.cpu_count() or 1)))
-    say(
-        f"{live.run.label}: c={c}: {cell.per_s:,.0f}/s, p50 {cell.p50_ms:.2f} ms, "
-        f"p99 {cell.p99_ms:.2f} ms, errors {cell.errors}"
-    )
+    say(f"{live.run.label}: c={c}: {cell.per_s:,.0f}/s, p50 {cell.p50_ms:.2f} ms, "
+        f"p99 {cell.p99_ms:.2f} ms, errors {cell.errors}")
 
 
 def keep_best(live: Live) -> None:
@@ -555,9 +446,8 @@ def guarded(live: Live, what: str, fn: Any, *args: Any) -> None:
         say(f"{live.run.label}: FAILED: {live.run.failed}")
 
 
-def bench_servers(
-    setup: Setup, schedule: list[tuple[str, int, tuple[int, ...]]]
-) -> list[ServerRun]:
+def bench_servers(setup: Setup, schedule: list[tuple[str, int, tuple[int, ...]]]
+                  ) -> list[ServerRun]:
     """Every server runs at once; each cell is measured on all of them in turn, twice, so that
     whatever else the machine does hits them alike."""
     plan = setup.plan
@@ -582,20 +472,12 @@ def bench_servers(
         # the machine's noise. The 2-worker ratekeeper servers (default; ledger without the drift
         # watcher; no ledger) run again, alternately, and the p99s of all their requests are
         # compared (serve_report.p99_rise).
-        pair = [
-            live
-            for live in lives
-            if live.run.kind.startswith("ratekeeper") and live.run.workers == 2
-        ]
+        pair = [live for live in lives if live.run.kind.startswith("ratekeeper")
+                and live.run.workers == 2]
         for round_ in range(1, plan.ledger_rounds if len(pair) >= 2 else 1):
             for live in pair:
-                guarded(
-                    live,
-                    f"1000/s, ledger round {round_ + 1}",
-                    offered_again,
-                    1000,
-                    plan.rate_seconds,
-                )
+                guarded(live, f"1000/s, ledger round {round_ + 1}", offered_again, 1000,
+                        plan.rate_seconds)
     return [live.run for live in lives]
 
 
@@ -623,16 +505,13 @@ def offered(live: Live, rate: int, seconds: float) -> None:
     else:
         result = open_loop(live.url, live.bodies, rate, seconds)
     live.run.open[rate] = result
-    say(
-        f"{live.run.label}: offered {rate}/s: p50 {result.latency_ms['p50']} ms, "
-        f"p99 {result.latency_ms['p99']} ms, errors {result.error_count}"
-    )
+    say(f"{live.run.label}: offered {rate}/s: p50 {result.latency_ms['p50']} ms, "
+        f"p99 {result.latency_ms['p99']} ms, errors {result.error_count}")
     assert live.server is not None
     wait_settled(live.server, 1)  # an overloaded server drains before the next one is loaded
 
 
 # -- locust, and the run ---------------------------------------------------------------------
-
 
 def run_locust(setup: Setup, seconds: int) -> str:
     """A short headless locust run of benchmarks/locustfile.py against ratekeeper (2 workers)."""
@@ -646,31 +525,10 @@ def run_locust(setup: Setup, seconds: int) -> str:
         wait_ready(server, time.perf_counter())
         time.sleep(1.0)
         done = subprocess.run(
-            [
-                str(locust),
-                "--headless",
-                "-u",
-                "50",
-                "-r",
-                "50",
-                "-t",
-                f"{seconds}s",
-                "--host",
-                f"http://127.0.0.1:{port}",
-                "-f",
-                str(HERE / "locustfile.py"),
-                "--csv",
-                str(csv),
-                "--only-summary",
-                "--loglevel",
-                "WARNING",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 60,
-            check=False,
-            cwd=ROOT,
-        )
+            [str(locust), "--headless", "-u", "50", "-r", "50", "-t", f"{seconds}s", "--host",
+             f"http://127.0.0.1:{port}", "-f", str(HERE / "locustfile.py"), "--csv", str(csv),
+             "--only-summary", "--loglevel", "WARNING"],
+            capture_output=True, text=True, timeout=seconds + 60, check=False, cwd=ROOT)
     stats = csv.with_name("locust_stats.csv")
     if not stats.exists():
         return f"- locust: failed ({done.returncode}): {done.stderr.strip()[-300:]}"
@@ -679,13 +537,11 @@ def run_locust(setup: Setup, seconds: int) -> str:
     with stats.open() as f:
         rows = {row["Name"]: row for row in csv_module.DictReader(f)}
     row = rows.get("Aggregated") or next(iter(rows.values()))
-    return (
-        f"- locust ({seconds} s, 50 users × 20 quotes/s target, FastHttpUser, against "
-        f"ratekeeper with 2 workers): {float(row['Requests/s']):,.0f} quotes/s, "
-        f"{int(row['Failure Count']):,} failures of {int(row['Request Count']):,}, "
-        f"p50 {row['50%']} ms, p99 {row['99%']} ms (locust is closed-loop and shares the "
-        "cores, so its percentiles understate stalls)"
-    )
+    return (f"- locust ({seconds} s, 50 users × 20 quotes/s target, FastHttpUser, against "
+            f"ratekeeper with 2 workers): {float(row['Requests/s']):,.0f} quotes/s, "
+            f"{int(row['Failure Count']):,} failures of {int(row['Request Count']):,}, "
+            f"p50 {row['50%']} ms, p99 {row['99%']} ms (locust is closed-loop and shares the "
+            "cores, so its percentiles understate stalls)")
 
 
 def prepare(tmp: Path, plan: Plan, with_mlflow: bool) -> tuple[Setup, int]:
@@ -710,32 +566,23 @@ def prepare(tmp: Path, plan: Plan, with_mlflow: bool) -> tuple[Setup, int]:
     return setup, len(frame)
 
 
-def measure(
-    setup: Setup, servers: set[str]
-) -> tuple[list[ServerRun], dict[str, tuple[list[float], list[float]]]]:
+def measure(setup: Setup, servers: set[str]
+            ) -> tuple[list[ServerRun], dict[str, tuple[list[float], list[float]]]]:
     plan = setup.plan
     ready: dict[str, tuple[list[float], list[float]]] = {}
     if "ratekeeper" in servers:
         for workers in (1, 2):
             say(f"start-to-ready, ratekeeper, {workers} worker(s)")
-            ready[f"ratekeeper, 2 models, {workers} worker{'s' * (workers > 1)}"] = start_to_ready(
-                setup, "ratekeeper", workers, plan.ready_runs
-            )
+            ready[f"ratekeeper, 2 models, {workers} worker{'s' * (workers > 1)}"] = (
+                start_to_ready(setup, "ratekeeper", workers, plan.ready_runs))
     if "mlflow" in servers:
         say("start-to-ready, mlflow models serve")
         ready["mlflow models serve, 1 model, 1 worker"] = start_to_ready(
-            setup, "mlflow", 1, plan.mlflow_ready_runs
-        )
-    schedule = [
-        ("ratekeeper", 2, RATES),
-        ("ratekeeper-nodrift", 2, (1000,)),
-        ("ratekeeper-noledger", 2, RATES),
-        ("ratekeeper", 1, RATES),
-        ("floor", 2, RATES),
-        ("floor", 1, ()),
-        ("mlflow", 1, RATES),
-        ("mlflow", 2, ()),
-    ]
+            setup, "mlflow", 1, plan.mlflow_ready_runs)
+    schedule = [("ratekeeper", 2, RATES), ("ratekeeper-nodrift", 2, (1000,)),
+                ("ratekeeper-noledger", 2, RATES),
+                ("ratekeeper", 1, RATES), ("floor", 2, RATES),
+                ("floor", 1, ()), ("mlflow", 1, RATES), ("mlflow", 2, ())]
     return bench_servers(setup, [entry for entry in schedule if entry[0] in servers]), ready
 
 
@@ -760,10 +607,8 @@ def context_lines(plan: Plan, n_policies: int, busy_before: float, mlflow: bool)
     if mlflow:
         import mlflow as mlflow_module
 
-        lines.append(
-            f"MLflow {mlflow_module.__version__}, pyfunc wrapper around the same "
-            "booster (benchmarks/mlflow_frequency_model.py), with a signature."
-        )
+        lines.append(f"MLflow {mlflow_module.__version__}, pyfunc wrapper around the same "
+                     "booster (benchmarks/mlflow_frequency_model.py), with a signature.")
     return lines
 
 
@@ -775,19 +620,16 @@ def ledger_summary(root: Path) -> str:
 
     table = read_ledger(root)
     files = len(list(root.rglob("*.parquet"))) + len(list(root.rglob("*.arrows")))
-    return (
-        f"Quote ledger after the run: {table.num_rows:,} quotes recorded by the servers "
-        f"with the ledger on, in {files:,} segment files."
-    )
+    return (f"Quote ledger after the run: {table.num_rows:,} quotes recorded by the servers "
+            f"with the ledger on, in {files:,} segment files.")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short cells, to check the script")
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
-    parser.add_argument(
-        "--servers", default=",".join(SERVERS), help=f"which of {', '.join(SERVERS)} to measure"
-    )
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help=f"which of {', '.join(SERVERS)} to measure")
     parser.add_argument("--no-locust", action="store_true", help="skip the locust smoke run")
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
@@ -795,11 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     if not servers <= set(SERVERS):
         parser.error(f"unknown servers: {', '.join(sorted(servers))}")
     if not DATA.exists():
-        print(
-            f"error: the beMTPL97 data is missing: expected {DATA} (the shared data folder "
-            "beside the project)",
-            file=sys.stderr,
-        )
+        print(f"error: the beMTPL97 data is missing: expected {DATA} (the shared data folder "
+              "beside the project)", file=sys.stderr)
         return 2
     if shutil.which("wrk") is None:
         print("error: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
@@ -808,10 +647,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     busy_before = idle_check()
     if busy_before > 0.1:
-        say(
-            f"warning: other processes use {busy_before:.0%} of the machine's CPU: the "
-            "figures will be low and noisy"
-        )
+        say(f"warning: other processes use {busy_before:.0%} of the machine's CPU: the "
+            "figures will be low and noisy")
     with tempfile.TemporaryDirectory(prefix="rk-serve-bench-") as tmp_name:
         setup, n_policies = prepare(Path(tmp_name), plan, "mlflow" in servers)
         runs, ready = measure(setup, servers)

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, stop)
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=run_worker, args=(args.host, args.port)) for _ in range(args.workers)
+        context.Process(target=run_worker, args=(args.host, args.port))
+        for _ in range(args.workers)
     ]
     try:
         for process in workers:

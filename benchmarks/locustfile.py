@@ -29,10 +29,8 @@ from typing import Any
 from locust import constant_throughput, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
-DATA = Path(
-    os.environ.get("BEMTPL97_PARQUET")
-    or Path(__file__).resolve().parents[2] / "shared" / "data" / "beMTPL97.parquet"
-)
+DATA = Path(os.environ.get("BEMTPL97_PARQUET")
+            or Path(__file__).resolve().parents[2] / "shared" / "data" / "beMTPL97.parquet")
 CATEGORICAL = {
     "coverage": ["TPL", "TPL+", "TPL++"],
     "fuel": ["gasoline", "diesel"],
@@ -89,15 +87,10 @@ _sent = itertools.count(1)
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
     parser.add_argument("--model", default="frequency", help="model to quote (its Production)")
-    parser.add_argument(
-        "--quotes-per-user",
-        type=float,
-        default=20.0,
-        help="quotes per second per user (50 users x 20 = 1,000/s)",
-    )
-    parser.add_argument(
-        "--max-quotes", type=int, default=200_000, help="stop the whole run after this many quotes"
-    )
+    parser.add_argument("--quotes-per-user", type=float, default=20.0,
+                        help="quotes per second per user (50 users x 20 = 1,000/s)")
+    parser.add_argument("--max-quotes", type=int, default=200_000,
+                        help="stop the whole run after this many quotes")
 
 
 class Quoter(FastHttpUser):

@@ -44,8 +44,7 @@ def machine_busy() -> float:
     is left out: a nice-19 process (a background pip install) yields to the benchmark."""
     with open("/proc/stat") as f:
         user, _nice, system, _idle, _iowait, irq, softirq, steal = (
-            int(v) for v in f.readline().split()[1:9]
-        )
+            int(v) for v in f.readline().split()[1:9])
     return (user + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
