@@ -127,8 +127,14 @@ class PromotionWorkflow(ActingSession):
         goal, alias = _parse_target(stage)
         candidate = self.get_version(name, version)
         self._read_access().require("request")
-        inputs = self.load_package(candidate).model_inputs  # what the model really reads
-        prohibited = prohibited_factors_used(candidate.signature, self.gate_policy, inputs)
+        from ratekeeper.engine.scorer import Scorer
+
+        challenger = Scorer(candidate, self.load_package(candidate))  # loaded once: the gates too
+        prohibited = prohibited_factors_used(
+            candidate.signature,
+            self.gate_policy,
+            challenger.model_inputs,  # what it really reads
+        )
         if prohibited:
             raise InvalidInputError(
                 f"{name} version {version} uses prohibited rating factor(s) "
@@ -140,7 +146,7 @@ class PromotionWorkflow(ActingSession):
         report: GateReport | None = None
         champion: int | None = None
         if alias is not None or goal in GATED:
-            report, champion = self._run_gates(candidate, holdout, target, protected)
+            report, champion = self._run_gates(challenger, holdout, target, protected)
         report_digest = self.blobs.put(canonical_json(report.to_dict())) if report else None
         passed = report.passed if report is not None else True
         with self._write("request") as (conn, access):
@@ -221,7 +227,7 @@ class PromotionWorkflow(ActingSession):
             return _request(conn, request_id)
 
     def _run_gates(
-        self, candidate: ModelVersion, holdout: Any, target: str | None, protected: str | None
+        self, challenger: Scorer, holdout: Any, target: str | None, protected: str | None
     ) -> tuple[GateReport, int | None]:
         from ratekeeper.validation.gates import run_gates
 
@@ -230,13 +236,13 @@ class PromotionWorkflow(ActingSession):
                 "a Staging or Production request needs a holdout data set "
                 "(request_promotion(..., holdout=frame))"
             )
+        candidate = challenger.model_version
         observed = target or candidate.signature.target
         if observed is None:
             raise InvalidInputError(
                 "name the holdout's observed column: request_promotion(..., target='claims') "
                 "or register the version with target="
             )
-        challenger = self.load_model(candidate.uri)
         champion: Scorer | None = None
         try:
             current = self.load_model(f"models:/{candidate.name}/Production")

@@ -16,11 +16,11 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from ratekeeper.errors import InvalidInputError, Problem, RatekeeperError
+from ratekeeper.errors import RatekeeperError
 from ratekeeper.governance.identity import User
 from ratekeeper.http.errors import HTTPProblem
 from ratekeeper.registry.registry import Registry
-from ratekeeper.registry.transport import ERRORS
+from ratekeeper.registry.transport import error_from_dict
 from ratekeeper.settings import Settings
 from ratekeeper.validation.policy import GatePolicy
 
@@ -45,7 +45,7 @@ class RequestProcess:
         future = self._pool.submit(_request, *self._where, self._gate_policy, user, body)
         outcome: dict[str, Any] = await asyncio.wrap_future(future)
         if "error" in outcome:
-            raise _rebuilt(outcome["error"])
+            raise error_from_dict(outcome["error"], HTTPProblem)  # HTTP-only codes stay
         created: dict[str, Any] = outcome["request"]
         return created
 
@@ -78,17 +78,3 @@ def _request(
         return {"request": wire.request_to_dict(actor.request_promotion(**arguments))}
     except RatekeeperError as refused:
         return {"error": refused.to_dict()}
-
-
-def _rebuilt(error: dict[str, Any]) -> RatekeeperError:
-    code, message = str(error["code"]), str(error["message"])
-    kind = ERRORS.get(code)
-    if kind is None:
-        return HTTPProblem(code, message)
-    if issubclass(kind, InvalidInputError):
-        problems = [
-            Problem(p["field"], p["code"], p["message"], p.get("row"))
-            for p in error.get("problems") or []
-        ]
-        return kind(message, problems)
-    return kind(message)

@@ -278,24 +278,9 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         validation: ValidationPolicy | None = None,
     ) -> ModelVersion:
         """Package ``model`` (no pickle), store its files, and record version N+1 of ``name``."""
-        check_name(name)
-        clean_metrics = _check_metrics(metrics)
-        clean_tags = _check_tags(tags)
-        frame = as_pandas(training_data)  # once: packaging and the fingerprint share it
-        package = build_package(
-            model,
-            frame,
-            target=target,
-            exposure=exposure,
-            id_column=id_column,
-            policy=validation,
+        package, facts, clean_metrics, clean_tags = package_model(
+            model, name, training_data, target, exposure, metrics, tags, id_column, validation
         )
-        facts = {
-            "training_data": lineage.data_fingerprint(frame),
-            "libraries": lineage.library_versions(),
-            "git": lineage.git_state(),
-            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-        }
         return self.register_package(
             package,
             name,
@@ -542,6 +527,35 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
             raise IntegrityError(
                 f"{version.name} version {version.version}: {exc.message}"
             ) from None
+
+
+def package_model(
+    model: Any,
+    name: str,
+    training_data: Any,
+    target: Any,
+    exposure: Any,
+    metrics: Mapping[str, float] | None,
+    tags: Mapping[str, str] | None,
+    id_column: str | None,
+    validation: ValidationPolicy | None,
+) -> tuple[Package, dict[str, Any], dict[str, float], dict[str, str]]:
+    """What registering a model records, built where the model is (embedded or remote client):
+    the package, its lineage facts, and the checked metrics and tags."""
+    check_name(name)
+    clean_metrics = _check_metrics(metrics)
+    clean_tags = _check_tags(tags)
+    frame = as_pandas(training_data)  # once: packaging and the fingerprint share it
+    package = build_package(
+        model, frame, target=target, exposure=exposure, id_column=id_column, policy=validation
+    )
+    facts = {
+        "training_data": lineage.data_fingerprint(frame),
+        "libraries": lineage.library_versions(),
+        "git": lineage.git_state(),
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+    }
+    return package, facts, clean_metrics, clean_tags
 
 
 def _check_metrics(metrics: Mapping[str, float] | None) -> dict[str, float]:

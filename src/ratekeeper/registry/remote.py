@@ -113,24 +113,11 @@ class RemoteRegistry:
         validation: ValidationPolicy | None = None,
     ) -> ModelVersion:
         """Package ``model`` here (no pickle), upload it, and record version N+1 of ``name``."""
-        from ratekeeper.packaging import lineage
-        from ratekeeper.packaging.package import build_package
-        from ratekeeper.registry.registry import _check_metrics, _check_tags
-        from ratekeeper.registry.uri import check_name
+        from ratekeeper.registry.registry import package_model
 
-        check_name(name)
-        clean_metrics = _check_metrics(metrics)
-        clean_tags = _check_tags(tags)
-        frame = as_pandas(training_data)
-        package = build_package(
-            model, frame, target=target, exposure=exposure, id_column=id_column, policy=validation
+        package, facts, clean_metrics, clean_tags = package_model(
+            model, name, training_data, target, exposure, metrics, tags, id_column, validation
         )
-        facts = {
-            "training_data": lineage.data_fingerprint(frame),
-            "libraries": lineage.library_versions(),
-            "git": lineage.git_state(),
-            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-        }
         return self.register_package(
             package,
             name,

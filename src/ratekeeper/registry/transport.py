@@ -13,6 +13,7 @@ import http.client
 import json
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -168,11 +169,20 @@ class Transport:
 
 def _error(status: int, payload: bytes) -> RatekeeperError:
     try:
-        error = json.loads(payload)["error"]
-        code, message = str(error["code"]), str(error["message"])
+        return error_from_dict(json.loads(payload)["error"])
     except (ValueError, KeyError, TypeError):
         return UnavailableError(f"the registry server answered {status} without an error body")
-    kind = ERRORS.get(code, RatekeeperError)
+
+
+def error_from_dict(
+    error: Any, unknown: Callable[[str, str], RatekeeperError] | None = None
+) -> RatekeeperError:
+    """The typed error behind an error body's ``{"code", "message", "problems"}``; a code this
+    package does not raise becomes ``unknown(code, message)`` (default: a RatekeeperError)."""
+    code, message = str(error["code"]), str(error["message"])
+    kind = ERRORS.get(code)
+    if kind is None:
+        return unknown(code, message) if unknown is not None else RatekeeperError(message)
     if issubclass(kind, InvalidInputError):
         problems = [
             Problem(p["field"], p["code"], p["message"], p.get("row"))
