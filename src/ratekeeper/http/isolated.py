@@ -31,7 +31,7 @@ class RequestProcess:
     """Runs promotion requests in one child process (spawned, so no thread crosses a fork)."""
 
     def __init__(self, registry: Registry) -> None:
-        self._where = (registry.url, registry.settings, str(registry.blobs.root))
+        self._where = (registry.url, registry.settings, registry.blobs.location)
         self._gate_policy = registry.gate_policy
         self._pool: ProcessPoolExecutor | None = None
 
