@@ -109,6 +109,10 @@ class S3Objects:
     def __repr__(self) -> str:
         return f"S3Objects({self.location!r}, endpoint={endpoint_label(self.endpoint_url)!r})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A server hands its ledger settings to worker processes: never a live client.
+        return {**self.__dict__, "_client": None, "_pid": -1}
+
     def child(self, folder: str) -> S3Objects:
         """The same store under ``prefix/folder/`` (sharing nothing mutable)."""
         return S3Objects(

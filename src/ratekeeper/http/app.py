@@ -368,7 +368,11 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
             return json_response(
                 {"error": {"code": "unavailable", "message": "loading models"}}, 503
             )
-        status["status"] = "degraded" if status["load_failures"] else "ok"
+        spool = ledger.spool if ledger is not None else None  # the ledger on object storage
+        if spool is not None:
+            status["ledger_spool"] = spool.to_dict()
+        degraded = status["load_failures"] or (spool is not None and spool.full)
+        status["status"] = "degraded" if degraded else "ok"
         status["worker"] = os.getpid()  # which worker process answered
         return json_response(status)
 
