@@ -22,7 +22,7 @@ from ratekeeper.artifacts import BlobStore, LocalBlobStore, open_blob_store
 from ratekeeper.artifacts.s3 import S3BlobStore, parse_s3_uri
 from ratekeeper.errors import StoreAccessDeniedError, StoreUnavailableError
 from registries import open_registry
-from s3_server import MotoS3, s3_environment
+from s3_server import MotoS3
 
 
 @dataclass

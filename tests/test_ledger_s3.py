@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -200,11 +200,13 @@ def test_a_key_outside_the_ledger_layout_never_becomes_a_path(s3_location: str) 
     for key in planted:
         store.put(key, b"x")
     assert sorted(key for key, _size in store.list()) == sorted(planted)  # stored as named
-    with pytest.raises(
-        NotFoundError, match=r"^there is no quote ledger at s3://rk-test-\d+/team/ledger$"
+    with (
+        pytest.raises(
+            NotFoundError, match=r"^there is no quote ledger at s3://rk-test-\d+/team/ledger$"
+        ),
+        ledger_view(None, store),
     ):
-        with ledger_view(None, store):
-            pass
+        pass
     temp = Path(tempfile.gettempdir())
     assert not (temp / "escape-1.parquet").exists() and not (temp / "escape-2.parquet").exists()
 
@@ -271,3 +273,40 @@ def test_a_server_ships_its_ledger_and_the_cli_reads_it_from_s3(
     )
     assert drift.stdout.startswith("Drift — motor v1: "), drift.stdout + drift.stderr
     assert "(40 rows, shares of exposure)" in drift.stdout  # every quote, read from S3
+
+
+def test_readyz_is_degraded_and_the_metric_grows_while_the_spool_is_full(
+    s3_location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from ratekeeper.demo import train_glm
+    from ratekeeper.http.app import AppConfig, create_app
+    from ratekeeper.synthetic import RATING_FACTORS, motor_portfolio
+
+    book = motor_portfolio(1000, seed=3)
+    registry = open_registry(tmp_path / "registry")
+    registry.register_model(train_glm(book), "motor", training_data=book, exposure="exposure")
+    registry.transition_stage("motor", 1, "Production")
+    monkeypatch.setenv("RATEKEEPER_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # the store is down
+    ledger = config(tmp_path / "spool", f"{s3_location}/ledger", spool_max_bytes=1024)
+    body = json.loads(book[[*RATING_FACTORS, "exposure"]].head(1).to_json(orient="records"))[0]
+    with TestClient(create_app(registry, AppConfig(ledger=ledger))) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200, "the models to load")
+        assert client.get("/readyz").json()["status"] == "ok"
+        for _ in range(20):
+            assert client.post("/v1/models/motor/quote", json=body).status_code == 200
+        app_ledger = client.app.state.ledger  # type: ignore[attr-defined]
+        wait_for(lambda: app_ledger.spool.full, "the spool to fill")
+        ready = client.get("/readyz")
+        metrics = client.get("/metrics").text
+    assert ready.status_code == 200
+    answer = ready.json()
+    assert answer["status"] == "degraded"
+    assert answer["ledger_spool"]["full"] is True and answer["ledger_spool"]["bytes"] >= 1024
+    assert answer["ledger_spool"]["error"].startswith("cannot reach the artifact store s3://")
+    assert 'ratekeeper_ledger_spool{unit="bytes"}' in metrics
+    assert 'ratekeeper_ledger_uploads_total{outcome="upload_error"}' in metrics
+    # Nothing was lost: every quote is in the spool, sealed, waiting for the store.
+    assert read_ledger(tmp_path / "spool").num_rows == 20
+    registry.close()
