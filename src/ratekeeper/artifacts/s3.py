@@ -130,7 +130,8 @@ class S3Objects:
             from botocore.config import Config
 
             config = Config(
-                retries={"max_attempts": self.max_attempts, "mode": "standard"},
+                # total_max_attempts counts the first request (botocore's max_attempts does not).
+                retries={"total_max_attempts": self.max_attempts, "mode": "standard"},
                 connect_timeout=CONNECT_TIMEOUT,
                 read_timeout=READ_TIMEOUT,
                 # MinIO and Ceph serve buckets by path; and some of them refuse the CRC checksums

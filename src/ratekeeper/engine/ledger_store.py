@@ -92,11 +92,12 @@ class SpoolState:
     """The last upload failure (``None``: the last round shipped everything it could)."""
 
     def to_dict(self) -> dict[str, Any]:
+        """For ``/readyz``, which anyone reaching the server reads: no bucket, no endpoint."""
         return {
             "bytes": self.bytes,
             "segments": self.segments,
             "full": self.full,
-            "error": self.error,
+            "uploading": self.error is None,
         }
 
 

@@ -174,13 +174,14 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
                 "a registry on a database server needs a signing key kept outside the database: "
                 "write one with `ratekeeper keygen FILE` and set RATEKEEPER_AUDIT_KEY_FILE"
             )
+        # Checked before anything is created: a bad store URI leaves no half-made registry.
+        root = str(artifacts) if artifacts is not None else settings.artifact_root
+        root = normalized_location(root or _default_home(uri, settings) / "artifacts")
         engine = database.create_engine(url)
         try:
             if _current_state(engine) is not None:
                 raise ConflictError(f"a registry already exists at {_redact(url)}")
             _migrate(engine, url)
-            root = str(artifacts) if artifacts is not None else settings.artifact_root
-            root = normalized_location(root or _default_home(uri, settings) / "artifacts")
             with database.write_transaction(engine) as conn:
                 created = database.insert_ignoring_conflict(
                     conn,
