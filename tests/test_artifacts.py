@@ -216,3 +216,57 @@ def test_a_registry_keeps_its_artifacts_on_s3_and_records_the_store(
     monkeypatch_free = rk.Registry(tmp_path / "registry", artifacts=s3_location)
     assert monkeypatch_free.blobs.location == s3_location
     monkeypatch_free.close()
+
+
+def test_the_command_line_takes_an_s3_store_and_fails_in_one_line(
+    s3_location: str,
+    tmp_path: Path,
+    motor_glm: Any,
+    portfolio: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ratekeeper.cli.main import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return int(exit_info.value.code or 0), out, err
+
+    home = str(tmp_path / "team")
+    monkeypatch.delenv("RATEKEEPER_TOKEN", raising=False)
+    code, out, _err = run(
+        "--registry", home, "--artifacts", s3_location, "init", "--admin", "root", "--policy",
+        "open",
+    )  # fmt: skip
+    assert code == 0, _err
+    registry = rk.Registry(home, token=out.strip())
+    assert registry.blobs.location == s3_location  # recorded: later commands need no --artifacts
+    registry.register_model(
+        motor_glm, "motor", training_data=portfolio, target="claim_count", exposure="exposure"
+    )
+    registry.close()
+    code, out, err = run(
+        "--registry", home, "export-tables", "models:/motor/1", "-o", str(tmp_path / "t")
+    )
+    assert code == 0, err
+    assert (tmp_path / "t" / "area.csv").exists()
+
+    code, _out, err = run(
+        "--registry", home, "--artifacts", str(tmp_path / "none"), "models", "list"
+    )
+    assert code == 2
+    assert err.startswith(f"error: this registry keeps its artifacts in {s3_location}, and ")
+    assert err.count("\n") == 1
+
+    monkeypatch.setenv("RATEKEEPER_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # the store is down
+    code, _out, err = run(
+        "--registry", home, "export-tables", "models:/motor/1", "-o", str(tmp_path / "u")
+    )
+    assert code == 1
+    assert err == (
+        f"error: cannot reach the artifact store {s3_location} (http://127.0.0.1:9) after 2 "
+        "attempts (EndpointConnectionError)\n"
+    )
+    assert err.count("\n") == 1 and "Traceback" not in err
