@@ -312,3 +312,31 @@ def test_readyz_is_degraded_and_the_metric_grows_while_the_spool_is_full(
     # Nothing was lost: every quote is in the spool, sealed, waiting for the store.
     assert read_ledger(tmp_path / "spool").num_rows == 20
     registry.close()
+
+
+def test_the_drift_watcher_reads_the_quotes_shipped_to_s3(s3_location: str, tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+    from tests.http_helpers import MODEL, make_registry
+    from tests.test_serve_drift import older_drivers
+
+    from ratekeeper.engine.drift_watcher import DriftGauges, DriftWatchConfig, DriftWatcher
+
+    registry, book = make_registry(tmp_path / "registry", n_policies=2000)
+    scorer = registry.load_model(f"models:/{MODEL}/1")
+    location = f"{s3_location}/ledger"
+    spool = tmp_path / "spool"
+    ledger = QuoteLedger(config(spool, location))
+    ledger.start()
+    for policy_ in older_drivers(book, 300):
+        price = scorer.predict_one(policy_)
+        ledger.record(
+            new_quote_id(), MODEL, 1, scorer.signature, "quote", "Production", policy_, price
+        )
+    ledger.close()
+    assert not list(spool.rglob("*.parquet"))  # shipped: the quotes are in S3 only
+    store = open_ledger_objects(location, Settings.from_env())
+    gauges = DriftGauges(CollectorRegistry(), multiprocess=False)
+    watcher = DriftWatcher(registry, DriftWatchConfig(spool, min_quotes=100, store=store), gauges)
+    assert watcher.check() == {(MODEL, 1): "alert"}  # every driver is 80 now
+    assert gauges.quotes.labels(MODEL, "1")._value.get() == 300
+    registry.close()
