@@ -6,16 +6,13 @@ The watchers here poll only every 60 s: anything they follow sooner came by noti
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 import ratekeeper as rk
-from pg import PostgresServer, unavailable_reason
 from ratekeeper.demo import train_glm
 from ratekeeper.engine.deployments import Deployments
 from ratekeeper.store import database
@@ -36,28 +33,12 @@ def wait_until(condition, timeout: float = WAIT) -> bool:
     return False
 
 
-@pytest.fixture(scope="module")
-def private_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this module's own, since these tests stop and restart it."""
-    reason = unavailable_reason()
-    if reason is not None:
-        if os.environ.get("RATEKEEPER_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"RATEKEEPER_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
-        pytest.skip(reason)
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture()
-def followed(private_server, tmp_path, portfolio, monkeypatch):
+def followed(private_postgres, tmp_path, portfolio, monkeypatch):
     """An open registry on the private server with two versions (1 in Production), and a
     watching ``Deployments`` that records every swap."""
     monkeypatch.setenv("RATEKEEPER_AUDIT_KEY", TEST_KEY)
-    url = private_server.url(private_server.create_database())
+    url = private_postgres.url(private_postgres.create_database())
     registry = open_registry(url, artifacts=tmp_path / "artifacts")
     train = portfolio.iloc[:2000]
     for offset in (0, 100):
@@ -102,13 +83,13 @@ def test_a_committed_move_wakes_the_watcher_and_a_rolled_back_one_does_not(follo
 
 
 def test_the_listener_reconnects_after_a_restart_and_polls_meanwhile(
-    followed, private_server
+    followed, private_postgres
 ) -> None:
     registry, deployments, swaps = followed
-    private_server.shut_down()
+    private_postgres.shut_down()
     assert wait_until(lambda: deployments.following() == "polling")
     assert deployments.served_versions() == {MODEL: {"Production": 1}}  # still serving
-    private_server.start_again()
+    private_postgres.start_again()
     assert wait_until(lambda: deployments.following() == "notifications")
     assert deployments._listener is not None and deployments._listener.connects == 2
     registry.transition_stage(MODEL, 2, "Production")  # the registry's pool reconnects too
