@@ -17,7 +17,8 @@ from ratekeeper.demo import train_glm
 from ratekeeper.store.tables import audit_events, promotion_requests
 from ratekeeper.synthetic import motor_portfolio
 from ratekeeper.validation.gate_report import GateReport
-from registries import governed_team, open_registry
+from registries import governed_team, open_registry, token_of
+from remote_server import serving
 
 MODEL = "motor_frequency"
 
@@ -108,7 +109,7 @@ def test_against_names_a_stage_an_alias_a_version_or_a_uri(sandbox, book) -> Non
         registry.check_promotion(uri, holdout, against="models:/other/1")
     with pytest.raises(rk.InvalidInputError, match="not a model URI"):
         registry.check_promotion("motor_frequency/3", holdout)
-    with pytest.raises(rk.InvalidInputError, match="needs a holdout data set"):
+    with pytest.raises(rk.InvalidInputError, match="a check runs the promotion gates on a holdout"):
         registry.check_promotion(uri, None)
 
 
@@ -192,3 +193,63 @@ def test_cli_usage_and_input_errors_are_one_line(capsys, sandbox, tmp_path, args
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) <= 3  # click's usage error adds its usage lines
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_check_through_the_rating_server_equals_the_embedded_one(tmp_path, book) -> None:
+    """The remote client runs the same check on the server: any read role, never without a
+    token; nothing is written."""
+    team = governed_team(
+        tmp_path / "registry", {"alice": ["modeller"], "vic": ["viewer"]}, artifacts=tmp_path / "a"
+    )
+    try:
+        train = book.iloc[:2000]
+        team["alice"].register_model(
+            train_glm(train), MODEL, training_data=train, target="claim_count", exposure="exposure"
+        )
+        holdout = book.iloc[2000:]
+        embedded = team["vic"].check_promotion(f"models:/{MODEL}/1", holdout)
+        before = counts(team["root"])
+        with serving(team["root"]) as url:
+            viewer = rk.Registry(url, token=token_of(team["vic"]))
+            remote = viewer.check_promotion(f"models:/{MODEL}/1", holdout, against="Production")
+            with pytest.raises(rk.NotFoundError, match=f"model '{MODEL}' has no version 9"):
+                viewer.check_promotion(f"models:/{MODEL}/9", holdout)
+            viewer.close()
+            nobody = rk.Registry(url, user="vic")
+            with pytest.raises(rk.PermissionDeniedError, match="send a bearer token"):
+                nobody.check_promotion(f"models:/{MODEL}/1", holdout)
+            nobody.close()
+        assert [r.to_dict() for r in remote.results] == [r.to_dict() for r in embedded.results]
+        assert remote.holdout_sha256 == embedded.holdout_sha256
+        assert counts(team["root"]) == before
+    finally:
+        for handle in team.values():
+            handle.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ([], 422, "send a JSON object with model_uri and a holdout"),
+        ({"model_uri": "models:/m/1", "holdout_parquet": "%%"}, 422, "not a base64 Parquet"),
+        ({"model_uri": "models:/m/1", "holdout": "rows"}, 422, "holdout must be a list"),
+        ({"model_uri": "m/1", "holdout": [{"a": 1}]}, 422, "not a model URI"),
+        ({"model_uri": f"models:/{MODEL}/1"}, 422, "runs the promotion gates on a holdout"),
+    ],
+)
+def test_bad_check_bodies_get_one_error_shape(tmp_path, body, status, message) -> None:
+    from tests.server_process import request
+
+    team = governed_team(tmp_path / "registry", {"vic": ["viewer"]}, artifacts=tmp_path / "a")
+    try:
+        with serving(team["root"]) as url:
+            port = int(url.rsplit(":", 1)[1])
+            bearer = {"authorization": f"Bearer {token_of(team['vic'])}"}
+            got, answer = request(port, "POST", "/v1/checks", body, headers=bearer)
+            assert got == status, answer
+            assert set(answer) == {"error"} and message in answer["error"]["message"]
+            got, answer = request(port, "POST", "/v1/checks", body)
+            assert (got, answer["error"]["code"]) == (401, "unauthenticated")
+    finally:
+        for handle in team.values():
+            handle.close()

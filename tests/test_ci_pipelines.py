@@ -3,9 +3,12 @@ exists in our CLI with the options they give (parsed by the CLI itself)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -13,6 +16,10 @@ import pytest
 import yaml
 
 from ratekeeper.cli.main import cli
+from ratekeeper.demo import train_glm
+from ratekeeper.synthetic import motor_portfolio
+from registries import governed_team, token_of
+from remote_server import serving
 
 CI = Path(__file__).resolve().parents[1] / "deploy" / "ci"
 # What the pipelines' variables stand for while their commands are parsed.
@@ -96,3 +103,104 @@ def test_parsing_would_catch_a_command_or_option_we_do_not_have(tmp_path) -> Non
         parse(["gates", "models:/m/1"])
     with pytest.raises(click.NoSuchOption, match="No such option '--baseline'"):
         parse(["check", "models:/m/1", "--holdout", __file__, "--baseline", "Production"])
+
+
+TRAIN_PY = '''
+"""A model repository's train.py, as docs/ci.md describes it (its data: a synthetic book)."""
+import argparse, os
+import ratekeeper as rk
+from ratekeeper.demo import train_glm
+from ratekeeper.synthetic import motor_portfolio
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--output", required=True)
+book = motor_portfolio(3000, seed=11).iloc[:2000].copy()
+book["claim_count"] = book["claim_count"] * float(os.environ.get("CLAIMS_FACTOR", "1"))
+registry = rk.Registry()  # $RATEKEEPER_REGISTRY_URI, $RATEKEEPER_TOKEN
+version = registry.register_model(
+    train_glm(book), os.environ["MODEL"], training_data=book, target="claim_count",
+    exposure="exposure",
+)
+open(parser.parse_args().output, "w").write(str(version.version))
+'''
+
+
+def test_the_gitlab_pipeline_files_a_request_only_when_the_gates_pass(tmp_path) -> None:
+    """The promote job's script, run by bash against a real rating server: a close sibling of
+    Production passes and is requested; a model whose premiums triple fails and is not."""
+
+    team = governed_team(
+        tmp_path / "registry",
+        {"alice": ["modeller"], "carol": ["approver"], "ci": ["modeller"]},
+        artifacts=tmp_path / "artifacts",
+    )
+    book = motor_portfolio(3000, seed=11)
+
+    first = team["alice"].register_model(
+        train_glm(book.iloc[100:2100]),
+        "motor_frequency",
+        training_data=book.iloc[100:2100],
+        target="claim_count",
+        exposure="exposure",
+    )
+    holdout = book.iloc[2000:]
+    request = team["alice"].request_promotion(
+        "motor_frequency", first.version, "Production", holdout=holdout
+    )
+    team["carol"].approve(request.id)
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    holdout.to_parquet(repo / "data" / "holdout.parquet", index=False)
+    (repo / "train.py").write_text(TRAIN_PY)
+    shims = tmp_path / "bin"  # `ratekeeper` and `python` as the job's image has them
+    shims.mkdir()
+    for name, target in (("ratekeeper", "-m ratekeeper"), ("python", "")):
+        (shims / name).write_text(f'#!/bin/sh\nexec {sys.executable} {target} "$@"\n')
+        (shims / name).chmod(0o755)
+    pipeline = yaml.safe_load((CI / "gitlab-ci.yml").read_text())
+    script = "\n".join(pipeline["register-check-request"]["script"])
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    try:
+        with serving(team["root"]) as url:
+            env = {
+                **os.environ,
+                **pipeline["variables"],
+                "PATH": f"{shims}:{os.environ['PATH']}",
+                "PYTHONPATH": src,
+                "RATEKEEPER_REGISTRY_URI": url,
+                "RATEKEEPER_TOKEN": token_of(team["ci"]),
+                "CI_COMMIT_SHA": "0123abc",
+            }
+            runs = []
+            for factor in ("1", "3"):
+                runs.append(
+                    subprocess.run(
+                        ["bash", "-e", "-c", script],
+                        cwd=repo,
+                        env={**env, "CLAIMS_FACTOR": factor},
+                        capture_output=True,
+                        text=True,
+                        timeout=300,
+                    )
+                )
+        passed, failed = runs
+        assert passed.returncode == 0, passed.stderr
+        assert "gates passed; validation report: gate-report.html" in passed.stdout
+        assert "request 2: motor_frequency version 2 → Production (gates passed), pending" in (
+            passed.stdout
+        )
+        assert failed.returncode == 1, failed.stderr
+        assert "GATES FAILED; validation report: gate-report.html" in failed.stdout
+        assert "request 3" not in failed.stdout
+        requests = team["root"].list_requests("motor_frequency")
+        assert [(r.version, r.status, r.requested_by) for r in requests] == [
+            (1, "approved", "alice"),
+            (2, "pending", "ci"),
+        ]
+        assert requests[1].comment == "commit 0123abc"
+        report = json.loads((repo / "gate-report.json").read_text())
+        assert (report["challenger_version"], report["champion_version"]) == (3, 1)
+        assert not report["passed"]
+    finally:
+        for handle in team.values():
+            handle.close()

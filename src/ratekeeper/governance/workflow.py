@@ -249,6 +249,11 @@ class PromotionWorkflow(ActingSession):
         gates are the ones a request runs (``run_gates``); needs a read credential.
         """
         self._read_access().require("read")
+        if holdout is None:
+            raise InvalidInputError(
+                "a check runs the promotion gates on a holdout data set: "
+                "check_promotion(model_uri, holdout=frame)"
+            )
         candidate = self.resolve(model_uri)
         from ratekeeper.engine.scorer import Scorer
 
