@@ -40,7 +40,8 @@ def shared_artifacts(tmp_path: Path) -> str:
 
 @pytest.fixture()
 def world(private_postgres, shared_artifacts, tmp_path, monkeypatch):
-    monkeypatch.setenv("RATEKEEPER_AUDIT_KEY", TEST_KEY)  # the replicas inherit it
+    monkeypatch.setenv("RATEKEEPER_AUDIT_KEY", TEST_KEY)  # the replicas inherit both
+    monkeypatch.setenv("RATEKEEPER_ARTIFACTS", shared_artifacts)
     url = private_postgres.url(private_postgres.create_database())
     book = motor_portfolio(2000, seed=4)
     registry = open_registry(url, user="modeller", artifacts=shared_artifacts)
