@@ -119,3 +119,19 @@ def motor_glm(portfolio: Any) -> Any:
     frequency = portfolio["claim_count"] / portfolio["exposure"]
     model.fit(portfolio[list(RATING_FACTORS)], frequency, glm__sample_weight=portfolio["exposure"])
     return model
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of one test module's own, for tests that stop and restart it."""
+    reason = unavailable_reason()
+    if reason is not None:
+        if os.environ.get("RATEKEEPER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"RATEKEEPER_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

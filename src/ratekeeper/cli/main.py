@@ -17,6 +17,7 @@ from ratekeeper.cli import (
     monitoring_commands,
     registry_commands,
 )
+from ratekeeper.cli.check_command import check
 from ratekeeper.cli.output import errors
 from ratekeeper.cli.serve import serve
 from ratekeeper.errors import RatekeeperError
@@ -103,6 +104,7 @@ for command in [
     *batch_commands.COMMANDS,
     *ledger_commands.COMMANDS,
     *monitoring_commands.COMMANDS,
+    check,
     serve,
 ]:
     cli.add_command(command)

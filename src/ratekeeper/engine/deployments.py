@@ -23,8 +23,13 @@ from ratekeeper.engine.scorer import Scorer
 from ratekeeper.errors import NotFoundError, RatekeeperError, UnavailableError
 from ratekeeper.registry.entities import ModelVersion, Stage
 from ratekeeper.registry.registry import Registry
+from ratekeeper.store.notifications import GenerationListener
 
 log = logging.getLogger("ratekeeper.engine")
+
+LISTENING_POLL_S = 1.0
+"""Seconds between two reads of the generation while PostgreSQL notifications arrive: a safety
+net only (a notification reaches every replica within milliseconds; docs/serving.md)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Deployments:
         self._on_swap = on_swap
         self._on_failure = on_failure
         self.ready = False
+        self._listener: GenerationListener | None = None
 
     # -- reading (the request path) ---------------------------------------------------------
     def served(self, name: str) -> Served:
@@ -123,12 +129,18 @@ class Deployments:
         return {
             "ready": self.ready,
             "generation": self._generation,
+            "following": self.following(),
             "models": self.served_versions(),
             "load_failures": [
                 {"model": f.name, "version": f.version, "slot": f.slot, "error": f.error}
                 for f in list(self._failures.values())  # the watcher thread adds to it
             ],
         }
+
+    def following(self) -> str:
+        """How this process learns of registry changes: ``notifications`` or ``polling``."""
+        listening = self._listener is not None and self._listener.connected
+        return "notifications" if listening else "polling"
 
     # -- following the registry -------------------------------------------------------------
     def refresh(self, *, force: bool = False) -> bool:
@@ -231,10 +243,23 @@ class Deployments:
         return loaded
 
     def watch(self, interval: float, stop: threading.Event) -> threading.Thread:
-        """Poll the generation counter every ``interval`` seconds in a daemon thread."""
+        """Follow the registry in a daemon thread: on PostgreSQL, woken by its notifications
+        (store/notifications.py) and polling every ``LISTENING_POLL_S`` as a safety net; on
+        SQLite, or while the notifications are down, polling every ``interval`` seconds."""
+        wake = threading.Event()
+        listener: GenerationListener | None = None
+        if self.registry.engine.dialect.name == "postgresql":
+            listener = GenerationListener(self.registry.engine.url, wake.set, stop)
+            listener.start()
+        self._listener = listener
+        slow = max(interval, LISTENING_POLL_S)
 
         def loop() -> None:
-            while not stop.wait(interval):
+            while not stop.is_set():
+                wake.wait(slow if listener is not None and listener.connected else interval)
+                wake.clear()  # before reading the counter: a later bump wakes us again
+                if stop.is_set():
+                    return
                 try:
                     self.refresh(force=not self.ready)  # retry a failed first load too
                 except Exception:  # never let the watcher die: log and poll again

@@ -14,6 +14,9 @@ Every dialect quirk of the registry store lives in this one module:
 - PostgreSQL serialises migrations (processes opening a new registry at once) with a
   transaction-level advisory lock.
 - ``INSERT ... ON CONFLICT DO NOTHING`` exists on both, under dialect-specific constructs.
+- PostgreSQL tells rating servers of a generation bump with ``NOTIFY`` in the bumping transaction
+  (delivered when, and only if, it commits; store/notifications.py listens). SQLite has no such
+  channel: its servers poll.
 """
 
 from __future__ import annotations
@@ -121,6 +124,18 @@ def lock_model(conn: sa.Connection, model_id: int) -> bool:
         conn.execute(_LOCK_MODEL, {"model_id": model_id})
         return True
     return False
+
+
+GENERATION_CHANNEL = "ratekeeper_generation"
+"""The PostgreSQL channel a generation bump is announced on (the payload is empty: listeners
+re-read the counter, so notifications folded together by PostgreSQL lose nothing)."""
+_NOTIFY_GENERATION = sa.select(sa.func.pg_notify(GENERATION_CHANNEL, ""))
+
+
+def notify_generation(conn: sa.Connection) -> None:
+    """Announce a generation bump to listening rating servers, in the caller's transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_NOTIFY_GENERATION)
 
 
 def insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> bool:
