@@ -10,6 +10,7 @@ from ratekeeper.errors import (
     PermissionDeniedError,
     Problem,
     RatekeeperError,
+    SchemaVersionError,
     UnavailableError,
     UnsupportedModelError,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "RatekeeperError",
     "RegisteredModel",
     "Registry",
+    "SchemaVersionError",
     "Scorer",
     "Settings",
     "Signature",

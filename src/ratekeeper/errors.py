@@ -70,6 +70,16 @@ class UnavailableError(RatekeeperError):
     code = "unavailable"
 
 
+class SchemaVersionError(UnavailableError):
+    """The registry's database schema is older (run ``ratekeeper migrate``) or newer (upgrade
+    ratekeeper) than the one this code reads and writes."""
+
+    def __init__(self, message: str, *, found: str, needed: str) -> None:
+        super().__init__(message)
+        self.found = found
+        self.needed = needed
+
+
 class IntegrityError(RatekeeperError):
     """Stored content does not match its digest, or is missing: never score with it."""
 

@@ -128,7 +128,9 @@ def serve(
         obj.uri = registry_uri
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
-    url = obj.registry.url  # open (and migrate) the registry here, so a bad URI fails fast
+    # Open the registry here, so that a bad URI or a schema of another release fails fast, with
+    # one line, before any worker starts (a registry is never migrated by its servers).
+    url = obj.registry.url
     key = obj.registry.signing_key  # seals the ledger's chains (None: hashes only)
     obj.close()  # and hold no connection: the workers open their own
     ledger, drift = None, None
