@@ -126,9 +126,9 @@ def test_the_image_serves_a_quote_from_the_host_as_a_non_root_read_only_containe
         podman(podman_env, "rm", "--force", name, check=False)
     # Stopped gracefully: the ledger sealed the quote into a Parquet segment on the volume.
     assert list((folder / "ledger").rglob("*.parquet")), logs
-    config = json.loads(podman(podman_env, "image", "inspect", IMAGE))[0]["Config"]
-    assert config["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
-    assert "/healthz" in " ".join(config["Healthcheck"]["Test"])
+    inspected = json.loads(podman(podman_env, "image", "inspect", IMAGE))[0]
+    assert inspected["Config"]["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
+    assert "/healthz" in " ".join(inspected["Healthcheck"]["Test"])
     print(f"\nimage {image['size_mb']:.0f} MB, of which {image['added_mb']:.0f} MB over its base")
     assert image["added_mb"] <= SERVING_LAYERS_MAX_MB
 
