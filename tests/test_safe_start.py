@@ -232,3 +232,34 @@ def _wait_ready(port: int, certfile: Path, process: subprocess.Popen[bytes], log
         except OSError:
             time.sleep(0.1)
     raise TimeoutError("the HTTPS server did not become ready")
+
+
+def test_a_worker_that_cannot_start_stops_the_server_instead_of_a_restart_loop(tmp_path) -> None:
+    """What the parent does when a worker dies before it listens (here: its registry is gone,
+    which the command line would have refused first): stop, exit 1, no restart."""
+    script = (
+        "import sys\n"
+        "from ratekeeper.http.multiprocess import prepare_multiprocess_metrics\n"
+        "prepare_multiprocess_metrics()  # as the command line does first\n"
+        "from ratekeeper.errors import RatekeeperError\n"
+        "from ratekeeper.http.server import ServeConfig, serve\n"
+        "from ratekeeper.settings import Settings\n"
+        "try:\n"
+        "    serve(ServeConfig(Settings.from_env(), registry_uri=sys.argv[1],\n"
+        "                      port=int(sys.argv[2]), workers=2, log_level='warning'))\n"
+        "except RatekeeperError as exc:\n"
+        "    print('error:', exc.message, file=sys.stderr)\n"
+        "    sys.exit(1)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "gone"), str(free_port())],
+        capture_output=True, text=True, timeout=START_TIMEOUT,
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(
+        "error: the server did not start: a worker exited with code 1 before it listened"
+    )
+    failures = [line for line in lines if "cannot start: no registry at" in line]
+    assert 1 <= len(failures) <= 2 and len(lines) == len(failures) + 1, result.stderr
+    assert "starting a new one" not in result.stderr
