@@ -146,6 +146,58 @@ def test_the_image_holds_no_training_library(podman_env, image) -> None:
     assert "migrate" in out and "serve" in out
 
 
+@pytest.mark.postgres
+def test_team_mode_the_image_migrates_postgresql_then_serves_it(
+    podman_env, image, postgres_url, tmp_path
+) -> None:
+    """The migration job and a server from the image against PostgreSQL on the host."""
+    import ratekeeper as rk
+    from registries import TEST_KEY
+
+    def in_image(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = [
+            "podman", "run", "--rm", "--network", "host", "--read-only", "--cap-drop", "ALL",
+            "-e", f"RATEKEEPER_REGISTRY_URI={postgres_url}", IMAGE, *args,
+        ]  # fmt: skip
+        return subprocess.run(
+            command, env=podman_env, capture_output=True, text=True, timeout=120, check=check
+        )
+
+    refused = in_image("models", "list", check=False)
+    assert refused.returncode == 3 and "no registry in postgresql+psycopg://" in refused.stderr
+    migrated = in_image("migrate")
+    assert migrated.stdout == "created the registry schema at revision 0003\n"
+    assert in_image("migrate").stdout == "the registry schema is already at revision 0003\n"
+
+    book = motor_portfolio(1500, seed=10)
+    registry, _token = rk.Registry.create(
+        postgres_url, admin="modeller", policy="open", artifacts=tmp_path / "artifacts"
+    )
+    registry.register_model(train_glm(book), MODEL, training_data=book, exposure="exposure")
+    registry.transition_stage(MODEL, 1, "Production")
+    policy = policies(book, 1)[0]
+    expected = registry.load_model(f"models:/{MODEL}/Production").predict_one(policy)
+    registry.close()
+    for path in [tmp_path, *tmp_path.rglob("*")]:
+        os.chown(path, IMAGE_UID, IMAGE_UID)
+
+    port, name = free_port(), f"ratekeeper-test-{uuid.uuid4().hex[:8]}"
+    podman(
+        podman_env, "run", "--detach", "--name", name, "--network", "host", "--read-only",
+        "--tmpfs", "/tmp", "--cap-drop", "ALL", "-v", f"{tmp_path}:{tmp_path}",
+        "-e", f"RATEKEEPER_REGISTRY_URI={postgres_url}", "-e", f"RATEKEEPER_AUDIT_KEY={TEST_KEY}",
+        "-e", f"RATEKEEPER_LEDGER={tmp_path / 'ledger'}",
+        IMAGE, "serve", "--host", "127.0.0.1", "--port", str(port), "--require-models",
+    )  # fmt: skip
+    try:
+        _wait_ready(podman_env, name, port)
+        status, body = request(port, "POST", f"/v1/models/{MODEL}/quote", policy)
+        assert (status, body["version"]) == (200, 1)
+        assert body["prediction"] == pytest.approx(expected, rel=1e-9)
+    finally:
+        podman(podman_env, "rm", "--force", "--time", "30", name, timeout=60, check=False)
+
+
 def _wait_ready(env: dict[str, str], name: str, port: int) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
