@@ -5,9 +5,11 @@ TLS pair; and it serves HTTPS and a token-gated pricing door when asked (real se
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -263,3 +265,43 @@ def test_a_worker_that_cannot_start_stops_the_server_instead_of_a_restart_loop(t
     failures = [line for line in lines if "cannot start: no registry at" in line]
     assert 1 <= len(failures) <= 2 and len(lines) == len(failures) + 1, result.stderr
     assert "starting a new one" not in result.stderr
+
+
+def test_sigterm_while_the_workers_still_load_stops_every_process(served, tmp_path) -> None:
+    """A stop right after the start: the workers, forked with the parent's signal handlers,
+    ignored SIGTERM until uvicorn installed its own, then served with no parent."""
+    folder, _policy = served
+    port = free_port()
+    command = [
+        sys.executable, "-m", "ratekeeper", "serve", "--registry", str(folder), "--port",
+        str(port), "--workers", "2", "--log-level", "info",
+    ]  # fmt: skip
+    log = tmp_path / "server.log"
+    with log.open("w") as output:  # its own process group: a failure here leaves no orphan
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while "rating engine on http://" not in log.read_text():  # the workers are forking
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.01)
+        process.terminate()
+        process.wait(timeout=60)
+        time.sleep(3)  # an orphaned worker would have finished loading and listen by now
+        ours = "\0".join(["--port", str(port), "--workers", "2"])
+        left = [pid for pid in os.listdir("/proc") if pid.isdigit() and ours in _cmdline(pid)]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left
+        process.wait(timeout=10)
+    assert left == [], log.read_text()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # nobody listens there
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return (Path("/proc") / pid / "cmdline").read_bytes().decode(errors="replace").rstrip("\0")
+    except OSError:
+        return ""

@@ -158,13 +158,24 @@ def _serve(config: ServeConfig) -> None:
         for process in workers:
             if process.is_alive():
                 process.terminate()
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS + 10  # for all: they stop together
         for process in workers:
-            process.join(timeout=10)
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+        for process in workers:  # never left behind: the interpreter's exit would wait for it
+            if process.is_alive():
+                log.error("worker %s did not stop on SIGTERM; killing it", process.pid)
+                process.kill()
+                process.join(timeout=10)
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _worker_main(config: ServeConfig, listening: Any) -> None:
     """A forked worker: one line and exit code 1 for an error of ours (no traceback)."""
+    # The fork copied the parent's handlers, which only set the parent's flag: a SIGTERM while
+    # the worker still loads its models (before uvicorn installs its own) was ignored, and the
+    # worker went on to serve with no parent (seen in a test that stopped a server at once).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         run_worker(config, multiprocess=True, listening=listening)
     except (RatekeeperError, OSError) as exc:
