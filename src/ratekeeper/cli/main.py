@@ -167,6 +167,22 @@ def init(obj: Context, admin: str, policy: str, identity: str) -> None:
 
 
 @cli.command()
+@click.pass_obj
+def migrate(obj: Context) -> None:
+    """Upgrade the registry's database schema to this release's (the deployment's migration
+    step: servers refuse an older schema instead of migrating it under load). Back it up first."""
+    from ratekeeper.registry.registry import Registry
+
+    before, after = Registry.migrate(obj.uri, settings=obj.settings)
+    if before == after:
+        click.echo(f"the registry schema is already at revision {after}")
+    elif before is None:
+        click.echo(f"created the registry schema at revision {after}")
+    else:
+        click.echo(f"upgraded the registry schema from revision {before} to {after}")
+
+
+@cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def keygen(file: Path) -> None:
     """Write a new signing key to FILE (0600) for RATEKEEPER_AUDIT_KEY_FILE."""

@@ -179,6 +179,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         root = normalized_location(root or _default_home(uri, settings) / "artifacts")
         engine = database.create_engine(url)
         try:
+            _check_schema(engine, url)  # a registry of an older release: migrate, not create
             if _current_state(engine) is not None:
                 raise ConflictError(f"a registry already exists at {_redact(url)}")
             _migrate(engine, url)
@@ -221,6 +222,38 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
             uri, token=plain, artifacts=artifacts, settings=settings, gate_policy=gate_policy
         )
         return registry, plain
+
+    @staticmethod
+    def migrate(
+        uri: str | Path | None = None, *, settings: Settings | None = None
+    ) -> tuple[str | None, str]:
+        """Upgrade a registry's database schema to this release's; returns (revision before,
+        revision after). The deployment's migration step (``ratekeeper migrate``, the
+        Kubernetes Job): servers and clients refuse a registry at an older schema instead of
+        upgrading it under load. On an empty database it creates the schema alone (``create``
+        then adds the registry). Needs the database's own credentials, not a registry token.
+        """
+        from ratekeeper.registry.remote import is_remote
+
+        settings = settings or Settings.from_env()
+        where = uri if uri is not None else settings.registry_uri
+        if is_remote(where):
+            raise InvalidInputError(
+                "a registry behind a rating server is migrated where its database is reachable "
+                "(`ratekeeper --registry postgresql+psycopg://... migrate`), not through the server"
+            )
+        url, _key_file = _locate(uri, settings)
+        database_file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+        if database_file is not None and not Path(database_file).exists():
+            raise NotFoundError(
+                f"no registry at {Path(database_file).parent}: create one with "
+                "`ratekeeper init --admin NAME`"
+            )
+        engine = database.create_engine(url)
+        try:
+            return _migrate(engine, url)
+        finally:
+            engine.dispose()
 
     def _credential_from(self, token: str | None, user: str | None) -> Credential:
         if not token:
@@ -626,15 +659,23 @@ def _current_state(engine: sa.Engine) -> Any:
         ) from None
 
 
-def _migrate(engine: sa.Engine, url: str) -> None:
+def _migrate(engine: sa.Engine, url: str) -> tuple[str | None, str]:
     try:
-        database.migrate(engine)
+        return database.migrate(engine)
+    except sa.exc.OperationalError as exc:
+        raise InvalidInputError(f"cannot open the registry at {_redact(url)}: {exc.orig}") from None
+
+
+def _check_schema(engine: sa.Engine, url: str) -> None:
+    try:
+        database.check_schema(engine)
     except sa.exc.OperationalError as exc:
         raise InvalidInputError(f"cannot open the registry at {_redact(url)}: {exc.orig}") from None
 
 
 def _open_existing(engine: sa.Engine, url: str) -> Any:
-    """Open a registry that exists (upgrading its schema); never create one on a read."""
+    """Open a registry that exists, at this release's schema: never create one on a read, and
+    never upgrade one (``ratekeeper migrate`` does, as its own step)."""
     database_file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
     if database_file is not None and not Path(database_file).exists():
         engine.dispose()
@@ -642,15 +683,19 @@ def _open_existing(engine: sa.Engine, url: str) -> Any:
             f"no registry at {Path(database_file).parent}: create one with "
             "`ratekeeper init --admin NAME` (or rk.Registry.create(..., admin=NAME))"
         )
-    if _current_state(engine) is None:
+    try:
+        _check_schema(engine, url)
+        state = _current_state(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    if state is None:
         engine.dispose()
         raise NotFoundError(
             f"no registry in {_redact(url)}: create one with `ratekeeper init --admin NAME` "
             "(or rk.Registry.create(..., admin=NAME))"
         )
-    _migrate(engine, url)
-    with database.read_transaction(engine) as conn:
-        return conn.execute(sa.select(registry_state)).one()
+    return state
 
 
 def _open_artifacts(engine: sa.Engine, recorded: str, settings: Settings) -> BlobStore:
