@@ -1,4 +1,4 @@
-"""``POST /invocations``, ``GET /ping``, ``/health`` and ``/version``: `mlflow models serve`'s routes.
+"""``POST /invocations``, ``GET /ping``, ``/health``, ``/version``: `mlflow models serve`'s routes.
 
 A client written for MLflow's scoring server switches to ratekeeper by changing the URL: the
 same request bodies (http/mlflow_protocol.py), the same status codes, and MLflow's error body
