@@ -26,6 +26,7 @@ from tests.server_process import rating_server
 
 import ratekeeper
 from ratekeeper.engine.ledger import LedgerConfig, read_ledger
+from ratekeeper.errors import InvalidInputError
 from ratekeeper.http.app import AppConfig, create_app
 
 JSON = "application/json"
@@ -375,3 +376,26 @@ def test_a_real_server_speaks_the_protocol(tmp_path) -> None:
             response = connection.getresponse()
             assert (response.status, response.read().decode()) == (200, text)
         connection.close()
+
+
+def test_the_row_cap_is_a_setting(tmp_path, monkeypatch, capsys) -> None:
+    from ratekeeper.cli.main import main
+    from ratekeeper.settings import MAX_INVOCATION_ROWS, Settings
+
+    assert Settings.from_env({}).max_invocation_rows == MAX_INVOCATION_ROWS == 10_000
+    assert Settings.from_env({"RATEKEEPER_MAX_INVOCATION_ROWS": " 250 "}).max_invocation_rows == 250
+    for bad in ("0", "-3", "ten", "1e6", "9" * 40):
+        with pytest.raises(InvalidInputError, match="RATEKEEPER_MAX_INVOCATION_ROWS must be a"):
+            Settings.from_env({"RATEKEEPER_MAX_INVOCATION_ROWS": bad})
+    monkeypatch.setenv("RATEKEEPER_MAX_INVOCATION_ROWS", "ten")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--registry", str(tmp_path), "serve"])
+    assert exit_info.value.code != 0
+    assert "RATEKEEPER_MAX_INVOCATION_ROWS must be a whole number of at least 1, got 'ten'" in (
+        capsys.readouterr().err
+    )
+    monkeypatch.delenv("RATEKEEPER_MAX_INVOCATION_ROWS")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--registry", str(tmp_path), "serve", "--max-invocation-rows", "0"])
+    assert exit_info.value.code == 2
+    assert "--max-invocation-rows" in capsys.readouterr().err
