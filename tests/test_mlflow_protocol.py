@@ -399,3 +399,39 @@ def test_the_row_cap_is_a_setting(tmp_path, monkeypatch, capsys) -> None:
         main(["--registry", str(tmp_path), "serve", "--max-invocation-rows", "0"])
     assert exit_info.value.code == 2
     assert "--max-invocation-rows" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"driver_age": 120},  # out of range: valid types, so the scorer gets an Arrow table
+        {"area": "Z"},
+        {"vehicle_age": 2.5},
+        {"exposure": -1.0},
+        {"driver_age": "40"},  # a string among numbers: the row path names the value
+        {"area": None},
+        {"bonus_malus": True},
+    ],
+)
+def test_many_json_rows_get_the_answer_the_scorer_gives(world, change) -> None:
+    registry, book = world
+    sent = policies(book, 48)
+    sent[40] = sent[40] | change
+    scorer = registry.load_model(f"models:/{MODEL}/1")
+    app = create_app(registry, AppConfig())
+    assert app.state.load_models()
+    with TestClient(app) as unlimited:
+        for body in ({"dataframe_records": sent * 2}, {"dataframe_split": split(sent * 2)}):
+            response = post(unlimited, body)
+            if not change:
+                assert response.json()["predictions"] == scorer.predict(sent * 2).tolist()
+                continue
+            with pytest.raises(InvalidInputError) as raised:
+                scorer.predict(sent * 2)
+            assert response.status_code == 400
+            assert response.json() == {
+                "error_code": "INVALID_PARAMETER_VALUE",
+                "message": raised.value.message,
+                "problems": [p.to_dict() for p in raised.value.problems],
+            }
