@@ -63,10 +63,18 @@ def cases(rows: list[dict[str, Any]]) -> list[tuple[str, str | None, bytes]]:
         ("dataframe_records holding a split", J, js({"dataframe_records": split})),
         ("dataframe_records holding columns", J, js({"dataframe_records": by_column})),
         ("index of 2 for 3 rows", J, js({"dataframe_split": {"index": [1, 2], "data": [[1]] * 3}})),
-        ("one unnamed column (incompatible)", J, js({"dataframe_split": {"data": [[i] for i in range(10)]}})),
+        (
+            "one unnamed column (incompatible)",
+            J,
+            js({"dataframe_split": {"data": [[i] for i in range(10)]}}),
+        ),
         ("empty CSV", "text/csv", b""),
         ("dataframe_records", J, js({"dataframe_records": rows})),
-        ("dataframe_records; charset=UTF-8", J + "; charset=UTF-8", js({"dataframe_records": rows})),
+        (
+            "dataframe_records; charset=UTF-8",
+            J + "; charset=UTF-8",
+            js({"dataframe_records": rows}),
+        ),
         ("dataframe_split", J, js({"dataframe_split": split})),
         ("dataframe_split; charset=UTF-8", J + "; charset=UTF-8", js({"dataframe_split": split})),
         ("unsupported content type", "not_a_supported_content_type", js(split)),
@@ -81,18 +89,38 @@ def cases(rows: list[dict[str, Any]]) -> list[tuple[str, str | None, bytes]]:
         ("inputs: one object of values", J, js({"inputs": rows[0]})),
         ("params not declared by the model", J, js({"dataframe_split": split, "params": {"p": 1}})),
         ("params not an object", J, js({"dataframe_split": split, "params": 5})),
-        ("extra string columns (URLs)", J, js({"dataframe_records": [r | {"url": "http://foo.com"} for r in rows]})),
-        ("a column missing", J, js({"dataframe_records": [{k: v for k, v in r.items() if k != "area"} for r in rows]})),
+        (
+            "extra string columns (URLs)",
+            J,
+            js({"dataframe_records": [r | {"url": "http://foo.com"} for r in rows]}),
+        ),
+        (
+            "a column missing",
+            J,
+            js({"dataframe_records": [{k: v for k, v in r.items() if k != "area"} for r in rows]}),
+        ),
         ("dataframe_records: []", J, js({"dataframe_records": []})),
-        ("dataframe_split: columns, no data", J, js({"dataframe_split": {"columns": columns, "data": []}})),
+        (
+            "dataframe_split: columns, no data",
+            J,
+            js({"dataframe_split": {"columns": columns, "data": []}}),
+        ),
         ("dataframe_split: an extra key", J, js({"dataframe_split": {**split, "x": 1}})),
-        ("dataframe_split: a short row", J, js({"dataframe_split": {"columns": columns, "data": [[1]]}})),
+        (
+            "dataframe_split: a short row",
+            J,
+            js({"dataframe_split": {"columns": columns, "data": [[1]]}}),
+        ),
         ("a row that is a number", J, js({"dataframe_records": [rows[0], 5]})),
         ("non-UTF-8 JSON", J, b'{"dataframe_records": [{"area": "\xff"}]}'),
         ("CSV", "text/csv", frame.to_csv(index=False).encode()),
         ("CSV with pandas' index column", "text/csv", frame.to_csv().encode()),
         ("CSV header only", "text/csv", (",".join(columns) + "\n").encode()),
-        ("CSV: a cell not a number", "text/csv", frame.assign(driver_age="x").to_csv(index=False).encode()),
+        (
+            "CSV: a cell not a number",
+            "text/csv",
+            frame.assign(driver_age="x").to_csv(index=False).encode(),
+        ),
         ("non-UTF-8 CSV", "text/csv", b"area\n\xff\n"),
         ("Parquet", "application/vnd.apache.parquet", parquet.getvalue()),
         ("not Parquet", "application/vnd.apache.parquet", b"PAR1garbage"),
@@ -102,7 +130,7 @@ def cases(rows: list[dict[str, Any]]) -> list[tuple[str, str | None, bytes]]:
         ("area null", J, js({"dataframe_records": [rows[0] | {"area": None}]})),
         ("an unseen area level", J, js({"dataframe_records": [rows[0] | {"area": "Z"}]})),
         ("Parquet, zstd", "application/vnd.apache.parquet", frame.to_parquet(compression="zstd")),
-    ]  # fmt: skip
+    ]
 
 
 def answer(port: int, content_type: str | None, body: bytes) -> tuple[int, str]:
@@ -159,10 +187,13 @@ def main() -> None:
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "DO_NOT_TRACK": "true",
         }
+        code = str(HERE / "mlflow_protocol_model.py")
         subprocess.run(
-            [args.mlflow_python, "-c", SAVE_MODEL, str(model), str(HERE / "mlflow_protocol_model.py")],
-            check=True, env=env, capture_output=True,
-        )  # fmt: skip
+            [args.mlflow_python, "-c", SAVE_MODEL, str(model), code],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         ports = {"mlflow": free_port(), "ratekeeper": free_port()}
         commands = {
             "mlflow": [args.mlflow_python, "-m", "mlflow", "models", "serve", "-m", str(model),

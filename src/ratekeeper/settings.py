@@ -16,8 +16,8 @@ from ratekeeper.errors import InvalidInputError
 
 MAX_INVOCATION_ROWS = 10_000
 """Rows in one ``POST /invocations`` request (MLflow has no cap). A 1 MB body holds about 7,000
-policies as ``dataframe_records`` and 19,000 as ``dataframe_split``; 10,000 took 130-270 ms to
-parse, price and record (11-95 ms without the ledger), measured in process on 2 cores."""
+policies as ``dataframe_records`` and 19,000 as ``dataframe_split``; 10,000 take 90-140 ms to
+parse, price and record (12-26 ms without the ledger; benchmarks/bench_invocations.py, 2 cores)."""
 
 
 @dataclass(frozen=True)

@@ -54,9 +54,9 @@ MLFLOW_CODES = {
 ENDPOINT = "invocations"
 LOADING = "the rating server is still loading its models"
 INLINE_BYTES = 64 * 1024
-"""Bodies up to this size are priced on the event loop. A larger one (hundreds of policies
-and more: 10,000 took 130-270 ms with the ledger, measured on 2 cores) is priced in a thread,
-so the worker's other requests wait for a GIL switch (5 ms) instead of for the whole batch."""
+"""Bodies up to this size are priced on the event loop. A larger one (hundreds of policies and
+more; 10,000 take 90-140 ms with the ledger, benchmarks/bench_invocations.py) is priced in a
+thread, so the worker's other requests wait for a GIL switch (5 ms), not for the whole batch."""
 
 
 def mlflow_error(error: RatekeeperError) -> Response:
