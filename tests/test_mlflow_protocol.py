@@ -435,3 +435,15 @@ def test_many_json_rows_get_the_answer_the_scorer_gives(world, change) -> None:
                 "message": raised.value.message,
                 "problems": [p.to_dict() for p in raised.value.problems],
             }
+
+
+def test_one_row_is_priced_as_a_quote_and_refused_as_a_row(client, world, rows) -> None:
+    scorer = world[0].load_model(f"models:/{MODEL}/1")
+    response = post(client, {"dataframe_split": split(rows[:1])})
+    assert response.json()["predictions"] == [scorer.predict_one(rows[0])]  # what replay gives
+    response = post(client, {"dataframe_records": [rows[0] | {"area": "Z", "fuel": 3}]})
+    assert_mlflow_error(response, 400, "INVALID_PARAMETER_VALUE", "row 0, area: level 'Z'")
+    assert [(p["field"], p["row"]) for p in response.json()["problems"]] == [
+        ("area", 0),
+        ("fuel", 0),
+    ]
