@@ -125,6 +125,16 @@ def cases(rows: list[dict[str, Any]]) -> list[tuple[str, str | None, bytes]]:
         ("Parquet", "application/vnd.apache.parquet", parquet.getvalue()),
         ("not Parquet", "application/vnd.apache.parquet", b"PAR1garbage"),
         ("Parquet, no rows", "application/vnd.apache.parquet", frame.head(0).to_parquet()),
+        (
+            "CSV after a UTF-8 byte order mark",
+            "text/csv",
+            b"\xef\xbb\xbf" + frame.to_csv(index=False).encode(),
+        ),
+        (
+            "JSON after a UTF-8 byte order mark",
+            J,
+            b"\xef\xbb\xbf" + js({"dataframe_records": rows}),
+        ),
         # Where ratekeeper refuses on purpose: its signature check, and inflating codecs.
         ('driver_age as text "39"', J, js({"dataframe_records": [rows[0] | {"driver_age": "39"}]})),
         ("area null", J, js({"dataframe_records": [rows[0] | {"area": None}]})),

@@ -447,3 +447,12 @@ def test_one_row_is_priced_as_a_quote_and_refused_as_a_row(client, world, rows) 
         ("area", 0),
         ("fuel", 0),
     ]
+
+
+def test_a_utf8_byte_order_mark_is_read_past(client, rows, expected) -> None:
+    # Excel saves "CSV UTF-8" with one; MLflow (pandas, json.loads) reads past it too.
+    bom = b"\xef\xbb\xbf"
+    response = post(client, bom + pd.DataFrame(rows).to_csv(index=False).encode(), CSV)
+    assert response.json()["predictions"] == pytest.approx(expected, rel=1e-12)
+    response = post(client, bom + json.dumps({"dataframe_records": rows}).encode())
+    assert response.json()["predictions"] == pytest.approx(expected, rel=1e-12)

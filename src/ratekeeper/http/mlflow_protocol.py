@@ -39,6 +39,7 @@ JSON = "application/json"
 CSV = "text/csv"
 PARQUET = "application/vnd.apache.parquet"
 MEDIA_TYPES = (JSON, CSV, PARQUET)
+BOM = b"\xef\xbb\xbf"
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 ARROW_ROWS = 64
 """From this many JSON rows on, the scorer gets an Arrow table when the values allow it."""
@@ -96,6 +97,8 @@ def media_type(header: str | None) -> str:
 
 def parse(media: str, body: bytes, signature: Signature, max_rows: int) -> Batch:
     """The policies in ``body``; a ``ProtocolError`` (or ``InvalidInputError``) otherwise."""
+    if media != PARQUET and body.startswith(BOM):  # Excel's "CSV UTF-8"; MLflow reads past it
+        body = body[len(BOM) :]
     if media == JSON:
         batch = _json_batch(body, signature)
     elif media == CSV:
