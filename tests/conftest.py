@@ -23,6 +23,7 @@ from ratekeeper.synthetic import (
     motor_portfolio,
 )
 from registries import TEST_KEY, open_registry
+from s3_server import MotoS3, moto_session, s3_environment
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -74,6 +75,19 @@ def registry(registry_uri: str | Path, tmp_path: Path) -> Iterator[ratekeeper.Re
     opened = open_registry(registry_uri, user="alice", artifacts=tmp_path / "artifacts")
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    """A real S3-compatible server (moto) on 127.0.0.1 for the session."""
+    yield from moto_session()
+
+
+@pytest.fixture
+def s3_location(moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``s3://<a new bucket>/team``, with the S3 environment of a team-mode server set."""
+    s3_environment(monkeypatch, moto_s3.endpoint)
+    return f"s3://{moto_s3.new_bucket()}/team"
 
 
 @pytest.fixture(scope="session")

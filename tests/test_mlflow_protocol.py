@@ -384,14 +384,17 @@ def test_the_row_cap_is_a_setting(tmp_path, monkeypatch, capsys) -> None:
 
     assert Settings.from_env({}).max_invocation_rows == MAX_INVOCATION_ROWS == 10_000
     assert Settings.from_env({"RATEKEEPER_MAX_INVOCATION_ROWS": " 250 "}).max_invocation_rows == 250
-    for bad in ("0", "-3", "ten", "1e6", "9" * 40):
-        with pytest.raises(InvalidInputError, match="RATEKEEPER_MAX_INVOCATION_ROWS must be a"):
+    for bad in ("0", "-3", "ten", "1e6"):
+        with pytest.raises(
+            InvalidInputError,
+            match="RATEKEEPER_MAX_INVOCATION_ROWS must be a positive whole number",
+        ):
             Settings.from_env({"RATEKEEPER_MAX_INVOCATION_ROWS": bad})
     monkeypatch.setenv("RATEKEEPER_MAX_INVOCATION_ROWS", "ten")
     with pytest.raises(SystemExit) as exit_info:
         main(["--registry", str(tmp_path), "serve"])
     assert exit_info.value.code != 0
-    assert "RATEKEEPER_MAX_INVOCATION_ROWS must be a whole number of at least 1, got 'ten'" in (
+    assert "RATEKEEPER_MAX_INVOCATION_ROWS must be a positive whole number" in (
         capsys.readouterr().err
     )
     monkeypatch.delenv("RATEKEEPER_MAX_INVOCATION_ROWS")

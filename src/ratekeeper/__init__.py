@@ -10,6 +10,8 @@ from ratekeeper.errors import (
     PermissionDeniedError,
     Problem,
     RatekeeperError,
+    StoreAccessDeniedError,
+    StoreUnavailableError,
     UnavailableError,
     UnsupportedModelError,
 )
@@ -39,6 +41,8 @@ __all__ = [
     "Signature",
     "Stage",
     "StageTransition",
+    "StoreAccessDeniedError",
+    "StoreUnavailableError",
     "UnavailableError",
     "UnsupportedModelError",
     "ValidationPolicy",

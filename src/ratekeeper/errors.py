@@ -70,6 +70,14 @@ class UnavailableError(RatekeeperError):
     code = "unavailable"
 
 
+class StoreUnavailableError(UnavailableError):
+    """The artifact store (S3-compatible object storage) cannot be reached: retried, then this."""
+
+
+class StoreAccessDeniedError(StoreUnavailableError):
+    """The artifact store refused the server's credentials, or has no such bucket."""
+
+
 class IntegrityError(RatekeeperError):
     """Stored content does not match its digest, or is missing: never score with it."""
 

@@ -64,7 +64,12 @@ class Context:
     help="Registry folder, sqlite:/// or postgresql+psycopg:// URL, or a rating server's "
     "http(s):// address [default: $RATEKEEPER_HOME, ./.ratekeeper].",
 )
-@click.option("--artifacts", metavar="PATH", help="Artifact folder (default: the registry's own).")
+@click.option(
+    "--artifacts",
+    metavar="LOCATION",
+    help="Artifact store: a folder or s3://bucket/prefix "
+    "[default: $RATEKEEPER_ARTIFACTS, else the one the registry was created with].",
+)
 @click.option(
     "--token",
     metavar="TOKEN",

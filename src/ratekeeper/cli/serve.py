@@ -127,6 +127,7 @@ def serve(
         prepare_multiprocess_metrics()
     from ratekeeper.engine.drift_watcher import DriftWatchConfig
     from ratekeeper.engine.ledger import LedgerConfig, default_root, parse_duration
+    from ratekeeper.engine.ledger_store import ledger_objects
     from ratekeeper.http.app import AppConfig
     from ratekeeper.http.server import ServeConfig
     from ratekeeper.http.server import serve as run
@@ -138,11 +139,17 @@ def serve(
         raise click.BadParameter("must be at least 1", param_hint="--workers")
     url = obj.registry.url  # open (and migrate) the registry here, so a bad URI fails fast
     key = obj.registry.signing_key  # seals the ledger's chains (None: hashes only)
+    store = ledger_objects(obj.registry.blobs)  # artifacts on S3: the ledger is shipped there
     obj.close()  # and hold no connection: the workers open their own
     ledger, drift = None, None
     if not no_ledger:
         root = Path(ledger_dir) if ledger_dir else default_root(obj.settings, url)
-        ledger = LedgerConfig(root.resolve(), key=key)
+        ledger = LedgerConfig(
+            root.resolve(),
+            key=key,
+            store=store,
+            spool_max_bytes=obj.settings.ledger_spool_max_bytes,
+        )
         if drift_interval > 0:
             drift = DriftWatchConfig(
                 ledger=ledger.root,
@@ -151,6 +158,7 @@ def serve(
                 min_quotes=drift_min_quotes,
                 bands=Bands(drift_warn, drift_alert),
                 webhook=alert_webhook,
+                store=store,
             )
     elif alert_webhook:
         raise click.UsageError("--alert-webhook needs the quote ledger: drop --no-ledger")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ratekeeper.artifacts import LocalBlobStore
+from ratekeeper.artifacts import BlobStore
 from ratekeeper.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
 from ratekeeper.governance import audit, identity
 from ratekeeper.governance import policy as policy_rules
@@ -90,7 +90,7 @@ class ProductionRecord:
 
 
 class PromotionWorkflow(ActingSession):
-    blobs: LocalBlobStore
+    blobs: BlobStore
     gate_policy: GatePolicy
 
     if TYPE_CHECKING:  # provided by Registry

@@ -75,6 +75,21 @@ class Metrics:
             "Failed writes of the quote ledger (rows are kept and retried).",
             registry=self.registry,
         )
+        # The ledger's local spool while it is shipped to object storage (every worker measures
+        # the same shared folder: the largest recent value is the answer).
+        self.ledger_spool = Gauge(
+            "ratekeeper_ledger_spool",
+            "The quote ledger's local spool not yet in the object store: bytes and segments.",
+            ["unit"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.ledger_uploads = Counter(
+            "ratekeeper_ledger_uploads",
+            "Ledger segments shipped to the object store, and failed upload rounds.",
+            ["outcome"],
+            registry=self.registry,
+        )
         # Label children, looked up once per (endpoint, model, version, outcome): .labels() takes a
         # lock and builds a key on every call, which shows on a quote's CPU profile.
         self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
@@ -101,6 +116,10 @@ class Metrics:
     def ledger_event(self, event: str, n: int) -> None:
         if event == "write_error":
             self.ledger_write_errors.inc(n)
+        elif event in ("spool_bytes", "spool_segments"):
+            self.ledger_spool.labels(event.removeprefix("spool_")).set(n)
+        elif event in ("uploaded", "upload_error"):
+            self.ledger_uploads.labels(event).inc(n)
         else:
             self.ledger_rows.labels(event).inc(n)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ratekeeper.artifacts import LocalBlobStore
+from ratekeeper.artifacts import BlobStore, normalized_location, open_blob_store
 from ratekeeper.batch.scoring import BatchSummary
 from ratekeeper.engine.scorer import Scorer
 from ratekeeper.errors import (
@@ -116,9 +116,14 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
         self.engine = database.create_engine(self.url)
         recorded = _open_existing(self.engine, self.url)
         if artifacts is not None:
-            self.settings = replace(self.settings, artifact_root=Path(artifacts))
-        explicit = self.settings.artifact_root
-        self.blobs = LocalBlobStore(Path(explicit) if explicit else Path(recorded.artifact_root))
+            self.settings = replace(self.settings, artifact_root=str(artifacts))
+        try:
+            self.blobs: BlobStore = _open_artifacts(
+                self.engine, recorded.artifact_root, self.settings
+            )
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._os_account = os_account()
         try:
             self._credential = self._credential_from(token or self.settings.token, user)
@@ -169,13 +174,14 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
                 "a registry on a database server needs a signing key kept outside the database: "
                 "write one with `ratekeeper keygen FILE` and set RATEKEEPER_AUDIT_KEY_FILE"
             )
+        # Checked before anything is created: a bad store URI leaves no half-made registry.
+        root = str(artifacts) if artifacts is not None else settings.artifact_root
+        root = normalized_location(root or _default_home(uri, settings) / "artifacts")
         engine = database.create_engine(url)
         try:
             if _current_state(engine) is not None:
                 raise ConflictError(f"a registry already exists at {_redact(url)}")
             _migrate(engine, url)
-            root = Path(artifacts) if artifacts is not None else settings.artifact_root
-            root = root or _default_home(uri, settings) / "artifacts"
             with database.write_transaction(engine) as conn:
                 created = database.insert_ignoring_conflict(
                     conn,
@@ -186,7 +192,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit):
                         "created_at": _now(),
                         "policy": chosen,
                         "identity": identity,
-                        "artifact_root": str(Path(root).resolve()),
+                        "artifact_root": root,
                     },
                 )
                 # Two processes creating one registry at once: exactly one finds it empty.
@@ -645,6 +651,31 @@ def _open_existing(engine: sa.Engine, url: str) -> Any:
     _migrate(engine, url)
     with database.read_transaction(engine) as conn:
         return conn.execute(sa.select(registry_state)).one()
+
+
+def _open_artifacts(engine: sa.Engine, recorded: str, settings: Settings) -> BlobStore:
+    """The registry's artifact store: the one it recorded at creation, unless the settings name
+    another (a folder moved, a bucket migrated). Another store must hold the newest version's
+    package, or the registry refuses to open: a wrong ``RATEKEEPER_ARTIFACTS`` fails here, in one
+    line, not at the first load of a model."""
+    given = settings.artifact_root
+    store = open_blob_store(given or recorded, settings)
+    if not given or normalized_location(given) == recorded:
+        return store
+    with database.read_transaction(engine) as conn:
+        newest = conn.execute(
+            sa.select(models.c.name, model_versions.c.version, model_versions.c.artifact_digest)
+            .join(models, models.c.id == model_versions.c.model_id)
+            .order_by(model_versions.c.id.desc())
+            .limit(1)
+        ).first()
+    if newest is not None and not store.exists(newest.artifact_digest):
+        raise InvalidInputError(
+            f"this registry keeps its artifacts in {recorded}, and {store.location} (given by "
+            f"--artifacts or RATEKEEPER_ARTIFACTS) does not hold them (models:/{newest.name}/"
+            f"{newest.version} is missing): drop that setting, or copy the artifacts there first"
+        )
+    return store
 
 
 def _restrict(url: str) -> None:
