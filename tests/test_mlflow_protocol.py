@@ -459,3 +459,27 @@ def test_a_utf8_byte_order_mark_is_read_past(client, rows, expected) -> None:
     assert response.json()["predictions"] == pytest.approx(expected, rel=1e-12)
     response = post(client, bom + json.dumps({"dataframe_records": rows}).encode())
     assert response.json()["predictions"] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"dataframe_records": [{"area": "Z"}]}', JSON),
+        (b"{not json", JSON),
+        (b"area,exposure\nA,1\n", CSV),
+        (b"[]", "text/plain"),
+        (b'{"inputs": {"area": ["A", "B"], "exposure": [1]}}', JSON),
+    ],
+)
+def test_invocations_answer_alike_before_and_through_fastapi(world, body, content_type) -> None:
+    """RatingApp answers POST /invocations before FastAPI; the same route taken through FastAPI
+    (with a root_path) answers with the same status, headers and bytes."""
+    answers = []
+    for root_path in ("", "/behind-a-proxy"):
+        app = create_app(world[0], AppConfig())
+        assert app.state.load_models()
+        with TestClient(app, root_path=root_path) as client:
+            response = post(client, body, content_type)
+        answers.append((response.status_code, dict(response.headers), response.content))
+    assert answers[0] == answers[1]
+    assert answers[0][0] in (400, 415)

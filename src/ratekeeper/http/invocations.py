@@ -6,9 +6,10 @@ on /invocations, ``{"error_code": "BAD_REQUEST", "message": "..."}`` (plus ``pro
 and row, when the policies fail the model's signature). A 415 is plain text, as MLflow's is.
 The other routes keep ratekeeper's own error body.
 
-Plain Starlette routes, not FastAPI's: the parameter and response machinery is not needed here
-and costs more per request than the pricing of a few policies. ``add_invocations_routes`` adds
-them to the app and their description to its OpenAPI document.
+Plain Starlette endpoints, not FastAPI's: its parameter and response machinery costs more per
+request than pricing a few policies. ``add_invocations_routes`` adds them to the app and their
+description to its OpenAPI document; ``RatingApp`` (http/pricing.py) answers ``POST
+/invocations`` before FastAPI's middleware and routing, as it answers quotes.
 
 /invocations prices with the model named by ``--invocations-model`` (``NAME`` or
 ``NAME@alias``), or, without it, with the one model the server serves. Every priced policy is
@@ -31,6 +32,7 @@ from ratekeeper.errors import InvalidInputError, RatekeeperError, UnavailableErr
 from ratekeeper.http import mlflow_protocol as protocol
 from ratekeeper.http.errors import json_response
 from ratekeeper.http.mlflow_protocol import ProtocolError
+from ratekeeper.http.pricing import RatingApp
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -159,6 +161,8 @@ def add_invocations_routes(app: FastAPI, config: Any) -> None:
         return PlainTextResponse(ratekeeper.__version__)
 
     app.router.add_route("/invocations", invocations, methods=["POST"], include_in_schema=False)
+    if isinstance(app, RatingApp):  # answered before FastAPI's machinery, as quotes are
+        app.posts = {**app.posts, "/invocations": invocations}
     for path in ("/ping", "/health"):
         app.router.add_route(path, ping, methods=["GET"], include_in_schema=False)
     app.router.add_route("/version", version, methods=["GET"], include_in_schema=False)
