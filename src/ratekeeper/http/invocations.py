@@ -26,13 +26,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import Scope
 
 from ratekeeper.engine.ids import new_quote_id
 from ratekeeper.errors import InvalidInputError, RatekeeperError, UnavailableError
 from ratekeeper.http import mlflow_protocol as protocol
-from ratekeeper.http.errors import json_response
+from ratekeeper.http.errors import HTTPProblem, json_response
 from ratekeeper.http.mlflow_protocol import ProtocolError
 from ratekeeper.http.pricing import RatingApp
+from ratekeeper.http.protocol import receive_body
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -134,8 +136,9 @@ def add_invocations_routes(app: FastAPI, config: Any) -> None:
         try:
             scorer, served_by = served()
             name, label = scorer.name, str(scorer.version)
-            media = protocol.media_type(request.headers.get("content-type"))
-            if request.headers.get("content-encoding", "identity").lower() != "identity":
+            content_type, encoding = _headers(request.scope)
+            media = protocol.media_type(content_type)
+            if encoding is not None and encoding.lower() != "identity":
                 raise ProtocolError("compressed request bodies are not read: send identity", 415)
             body = await _read_body(request, limit)
             if len(body) <= INLINE_BYTES:
@@ -169,19 +172,25 @@ def add_invocations_routes(app: FastAPI, config: Any) -> None:
     _describe(app, _openapi_paths)
 
 
+def _headers(scope: Scope) -> tuple[str | None, str | None]:
+    """Content-Type and Content-Encoding, the first of each, read off the ASGI scope."""
+    content_type = encoding = None
+    for name, value in scope["headers"]:
+        if name == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+        elif name == b"content-encoding" and encoding is None:
+            encoding = value.decode("latin-1")
+    return content_type, encoding
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, never more than ``limit`` bytes (413); empty is left to the parser."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await receive_body(request.scope, request.receive, limit)
+    except HTTPProblem as exc:
+        if exc.code == "payload_too_large":
+            raise _too_large(limit) from None
+        return b""  # empty: each format says what it needed
 
 
 def _too_large(limit: int) -> ProtocolError:
