@@ -28,6 +28,7 @@ import ratekeeper
 from ratekeeper.engine.ledger import LedgerConfig, read_ledger
 from ratekeeper.errors import InvalidInputError
 from ratekeeper.http.app import AppConfig, create_app
+from ratekeeper.http.invocations import INLINE_BYTES
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -483,3 +484,18 @@ def test_invocations_answer_alike_before_and_through_fastapi(world, body, conten
         answers.append((response.status_code, dict(response.headers), response.content))
     assert answers[0] == answers[1]
     assert answers[0][0] in (400, 415)
+
+
+def test_large_bodies_are_priced_off_the_event_loop_with_the_same_answers(world) -> None:
+    registry, book = world
+    sent = policies(book, 1000)  # about 140 kB as records: beyond INLINE_BYTES
+    expected = registry.load_model(f"models:/{MODEL}/1").predict(sent).tolist()
+    app = create_app(registry, AppConfig())
+    assert app.state.load_models()
+    with TestClient(app) as client:
+        body = json.dumps({"dataframe_records": sent}).encode()
+        assert len(body) > INLINE_BYTES
+        assert post(client, body).json()["predictions"] == expected
+        frame = pd.DataFrame(sent)
+        response = post(client, frame.assign(area="Z").to_csv(index=False) * 3, CSV)
+        assert_mlflow_error(response, 400, "BAD_REQUEST", "cannot read the body as CSV")

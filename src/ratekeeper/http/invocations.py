@@ -61,6 +61,7 @@ INLINE_BYTES = 64 * 1024
 """Bodies up to this size are priced on the event loop. A larger one (hundreds of policies and
 more; 10,000 take 90-140 ms with the ledger, benchmarks/bench_invocations.py) is priced in a
 thread, so the worker's other requests wait for a GIL switch (5 ms), not for the whole batch."""
+LARGE_AT_ONCE = 2
 
 
 def mlflow_error(error: RatekeeperError) -> Response:
@@ -89,6 +90,8 @@ def add_invocations_routes(app: FastAPI, config: Any) -> None:
     target: str | None = config.invocations_model
     limit: int = config.max_body_bytes
     max_rows: int = config.max_invocation_rows
+
+    large = _LargeBodies()
 
     def served() -> tuple[Scorer, str]:
         if target is not None:
@@ -144,7 +147,8 @@ def add_invocations_routes(app: FastAPI, config: Any) -> None:
             if len(body) <= INLINE_BYTES:
                 predictions = price(media, body, scorer, served_by)
             else:  # the event loop keeps answering quotes meanwhile
-                predictions = await asyncio.to_thread(price, media, body, scorer, served_by)
+                async with large.slots:  # and a burst of large bodies is parsed two at a time
+                    predictions = await asyncio.to_thread(price, media, body, scorer, served_by)
         except RatekeeperError as exc:
             metrics.observe(ENDPOINT, name, label, exc.code, time.perf_counter() - started)
             return mlflow_error(exc)
@@ -170,6 +174,20 @@ def add_invocations_routes(app: FastAPI, config: Any) -> None:
         app.router.add_route(path, ping, methods=["GET"], include_in_schema=False)
     app.router.add_route("/version", version, methods=["GET"], include_in_schema=False)
     _describe(app, _openapi_paths)
+
+
+class _LargeBodies:
+    """Two large bodies priced at a time per worker: each holds its parsed rows (a 1 MB JSON
+    body is tens of MB of Python objects), so a burst waits instead of multiplying that."""
+
+    def __init__(self) -> None:
+        self._slots: asyncio.Semaphore | None = None
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        if self._slots is None:  # made in the serving event loop, on first use
+            self._slots = asyncio.Semaphore(LARGE_AT_ONCE)
+        return self._slots
 
 
 def _headers(scope: Scope) -> tuple[str | None, str | None]:
