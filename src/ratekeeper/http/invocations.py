@@ -118,7 +118,7 @@ def add_invocations_routes(app: FastAPI, config: Any) -> None:
                 raise error
             return []
         predictions: list[float]
-        if len(batch.rows) == 1:  # one policy: the quote's path, a fifth of predict's cost
+        if len(batch.rows) == 1:  # one policy: the quote's path (GLM: 4 us, predict: 600 us)
             try:
                 predictions = [scorer.predict_one(batch.rows[0])]
             except InvalidInputError:  # predict's problems carry the row, as for many rows
@@ -138,7 +138,7 @@ def add_invocations_routes(app: FastAPI, config: Any) -> None:
         name, label = "-", "-"
         try:
             scorer, served_by = served()
-            name, label = scorer.name, str(scorer.version)
+            name, label = scorer.name, scorer.label
             content_type, encoding = _headers(request.scope)
             media = protocol.media_type(content_type)
             if encoding is not None and encoding.lower() != "identity":
