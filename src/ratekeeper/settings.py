@@ -19,6 +19,7 @@ MAX_INVOCATION_ROWS = 10_000
 policies as ``dataframe_records`` and 19,000 as ``dataframe_split``; 10,000 take 90-140 ms to
 parse, price and record (12-26 ms without the ledger; benchmarks/bench_invocations.py, 2 cores)."""
 
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
