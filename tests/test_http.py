@@ -114,13 +114,6 @@ def test_the_error_body_shape_is_pinned(client, policy) -> None:
         (f"/v1/models/{MODEL}/quote", b'{"a": "' + b"x" * 30_000 + b'"}', 413, "payload_too_large"),
         (f"/v1/models/{MODEL}/score", b'{"policies": 3}', 422, "invalid_input"),
         (f"/v1/models/{MODEL}/score", json.dumps([{}] * 51).encode(), 413, "payload_too_large"),
-        (
-            "/invocations",
-            b'{"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}',
-            422,
-            "invalid_input",
-        ),
-        ("/invocations", b'{"pandas": []}', 422, "invalid_input"),
         ("/v1/nowhere", b"{}", 404, "not_found"),
     ],
 )

@@ -14,6 +14,11 @@ from pathlib import Path
 
 from ratekeeper.errors import InvalidInputError
 
+MAX_INVOCATION_ROWS = 10_000
+"""Rows in one ``POST /invocations`` request (MLflow has no cap). A 1 MB body holds about 7,000
+policies as ``dataframe_records`` and 19,000 as ``dataframe_split``; 10,000 take 90-140 ms to
+parse, price and record (12-26 ms without the ledger; benchmarks/bench_invocations.py, 2 cores)."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -47,6 +52,8 @@ class Settings:
     """Group → ratekeeper roles, from ``RATEKEEPER_OIDC_ROLES="pricing-team=modeller;..."``."""
     oidc_user_claim: str = "preferred_username"
     """The claim that names the person (falls back to ``sub``)."""
+    max_invocation_rows: int = MAX_INVOCATION_ROWS
+    """Most rows one ``POST /invocations`` request may hold (``serve --max-invocation-rows``)."""
     s3_endpoint_url: str | None = None
     """An S3-compatible store's endpoint (MinIO, Ceph...); ``None`` = AWS S3. Credentials are
     never settings: boto3 takes them from the environment or the instance."""
@@ -76,6 +83,7 @@ class Settings:
             oidc_groups_claim=env.get("RATEKEEPER_OIDC_GROUPS_CLAIM") or "groups",
             oidc_roles=parse_role_map(env.get("RATEKEEPER_OIDC_ROLES", "")),
             oidc_user_claim=env.get("RATEKEEPER_OIDC_USER_CLAIM") or "preferred_username",
+            max_invocation_rows=_int(env, "RATEKEEPER_MAX_INVOCATION_ROWS", MAX_INVOCATION_ROWS),
             # boto3 reads AWS_ENDPOINT_URL(_S3) too; read here so that one object says it all.
             s3_endpoint_url=env.get("RATEKEEPER_S3_ENDPOINT_URL")
             or env.get("AWS_ENDPOINT_URL_S3")

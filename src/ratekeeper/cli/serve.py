@@ -51,7 +51,14 @@ from ratekeeper.monitoring.drift import MIN_SAMPLE
     "--max-policies",
     default=1000,
     show_default=True,
-    help="Most policies in one /score or /invocations request.",
+    help="Most policies in one /score request.",
+)
+@click.option(
+    "--max-invocation-rows",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Most rows in one POST /invocations request "
+    "[default: $RATEKEEPER_MAX_INVOCATION_ROWS, else 10,000].",
 )
 @click.option(
     "--ledger",
@@ -139,6 +146,7 @@ def serve(
     invocations_model: str | None,
     poll_interval: float,
     max_policies: int,
+    max_invocation_rows: int | None,
     ledger_dir: str | None,
     no_ledger: bool,
     drift_interval: float,
@@ -230,6 +238,7 @@ def serve(
                 invocations_model=invocations_model,
                 poll_interval=poll_interval,
                 max_policies=max_policies,
+                max_invocation_rows=max_invocation_rows or obj.settings.max_invocation_rows,
                 ledger=ledger,
                 drift=drift,
             ),
