@@ -116,6 +116,7 @@ def run_worker(config: ServeConfig, multiprocess: bool) -> None:
     import uvicorn
 
     from ratekeeper.http.app import create_app
+    from ratekeeper.http.transport import OneWriteProtocol
     from ratekeeper.registry.registry import Registry
 
     _configure_logging(config.log_level)
@@ -141,7 +142,7 @@ def run_worker(config: ServeConfig, multiprocess: bool) -> None:
             app,
             log_level=config.log_level,
             access_log=False,
-            http="httptools",
+            http=OneWriteProtocol,  # httptools, one write per response (http/transport.py)
             loop="uvloop" if _has("uvloop") else "asyncio",
             timeout_graceful_shutdown=10,
         )
