@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serve import (  # noqa: E402
+from bench_serve import (
     MAX_WRK_REQUESTS,
     Plan,
     free_port,
@@ -37,7 +37,7 @@ from bench_serve import (  # noqa: E402
     wait_settled,
     wrk,
 )
-from wrk_script import WRK_SCRIPT, lua_string  # noqa: E402
+from wrk_script import WRK_SCRIPT, lua_string
 
 
 def cpu_list(text: str) -> list[int]:
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                 command, path, ready, env = setup.command(kind, port, workers)
                 script = setup.tmp / f"scale-{kind}.lua"
                 script.write_text(WRK_SCRIPT.format(
-                    body=lua_string(setup.body(kind, setup.policies[0])), cap=MAX_WRK_REQUESTS * 50))
+                    body=lua_string(setup.body(kind, setup.policies[0])),
+                    cap=MAX_WRK_REQUESTS * 50))
                 log = setup.tmp / f"scale-{kind}-{workers}.log"
                 pinned = ["taskset", "-c", server_pin, *command]
                 with running(pinned, port, log, ready, env) as server:
