@@ -395,7 +395,8 @@ def prepare_server(setup: Setup, kind: str, workers: int) -> Live:
              "ratekeeper-noledger": "ratekeeper serve --no-ledger",
              "ratekeeper-nodrift": "ratekeeper serve --drift-interval 0",
              "floor": "HTTP floor: bare Starlette (constant)",
-             "floor-fastapi": "FastAPI constant answer"}[kind] + f", {workers} worker{'s' * (workers > 1)}"
+             "floor-fastapi": "FastAPI constant answer"}[kind]
+    label += f", {workers} worker{'s' * (workers > 1)}"
     port = free_port()
     command, path, ready, env = setup.command(kind, port, workers)
     script = setup.tmp / f"{kind}.lua"
