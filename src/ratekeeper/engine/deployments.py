@@ -26,6 +26,7 @@ from ratekeeper.registry.registry import Registry
 from ratekeeper.store.notifications import GenerationListener
 
 log = logging.getLogger("ratekeeper.engine")
+PRODUCTION = Stage.PRODUCTION.value  # read per quote: an Enum's .value is a descriptor call
 
 LISTENING_POLL_S = 1.0
 """Seconds between two reads of the generation while PostgreSQL notifications arrive: a safety
@@ -41,7 +42,7 @@ class Served:
 
     @property
     def production(self) -> Scorer | None:
-        return self.slots.get(Stage.PRODUCTION.value)
+        return self.slots.get(PRODUCTION)
 
 
 @dataclass
@@ -94,10 +95,11 @@ class Deployments:
                 self._raise_if_failed(name, alias)
                 raise NotFoundError(f"model {name!r} has no alias {alias!r} here")
             return scorer, alias
-        if served.production is None:
-            self._raise_if_failed(name, Stage.PRODUCTION.value)
+        production = served.slots.get(PRODUCTION)
+        if production is None:
+            self._raise_if_failed(name, PRODUCTION)
             raise NotFoundError(f"model {name!r} has no Production version")
-        return served.production, Stage.PRODUCTION.value
+        return production, PRODUCTION
 
     def slot_scorer(self, name: str, version: int) -> Scorer | None:
         """A scorer already loaded in one of the model's slots for this version, if any."""

@@ -102,12 +102,14 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
         if not deployments.ready:
             threading.Thread(target=load_models, name="ratekeeper-load", daemon=True).start()
         watcher = deployments.watch(config.poll_interval, stop)
+        metrics.start()
         if ledger is not None:
             ledger.start()  # here, in the serving process: its thread must not cross a fork
         yield
         stop.set()
         watcher.join(timeout=10)  # a refresh in flight returns its database connection first
         pinned.close()
+        metrics.close()
         app.state.requests_process.close()
         if ledger is not None:
             ledger.close()

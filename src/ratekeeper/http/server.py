@@ -191,6 +191,7 @@ def run_worker(config: ServeConfig, multiprocess: bool, listening: Any = None) -
     from ratekeeper.http.app import create_app
     from ratekeeper.http.auth import TokenAuth
     from ratekeeper.http.pricing_gate import PricingGate
+    from ratekeeper.http.transport import OneWriteProtocol
     from ratekeeper.registry.registry import Registry
 
     _configure_logging(config.log_level)
@@ -221,7 +222,7 @@ def run_worker(config: ServeConfig, multiprocess: bool, listening: Any = None) -
             served,
             log_level=config.log_level,
             access_log=False,
-            http="httptools",
+            http=OneWriteProtocol,  # httptools, one write per response (http/transport.py)
             loop="uvloop" if _has("uvloop") else "asyncio",
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
             ssl_certfile=str(config.tls.certfile) if config.tls else None,
