@@ -18,13 +18,13 @@
 #   onnxruntime's model-conversion tools, headers, tests, pip            ~20 MB
 # Second round (each measured alone on the first round's result):
 #   the source of imported third-party modules (their bytecode stays)    26 MB
-#   docstrings in that bytecode (asserts kept)                           7.9 MB
 #   numpy's f2py, distutils, headers, static library, test modules       ~4 MB
 #   symbol tables of cryptography, httptools, google.protobuf, numpy     4.8 MB
 #   C/Cython sources, headers and type stubs of every package           ~6 MB
 #   pygments' lexers for languages nothing here highlights              ~4 MB
 #   SQLAlchemy's MySQL, Oracle and SQL Server dialects, its test kit     ~4 MB
 #   pyarrow's ORC, HDFS, GCS and Azure modules, its C++ test module      ~1 MB
+#   botocore's endpoint table gzipped, its request examples              1.2 MB
 #   command-line tools of the dependencies (f2py, pygmentize, ...)       <1 MB
 set -eu
 venv=$1
@@ -67,6 +67,10 @@ rm -rf sqlalchemy/dialects/mysql sqlalchemy/dialects/oracle sqlalchemy/dialects/
 # partition tables stay.
 find botocore/data -mindepth 1 -maxdepth 1 -type d \
   ! -name s3 ! -name sts ! -name sso ! -name sso-oidc -exec rm -rf {} +
+# botocore's loader reads NAME.json or NAME.json.gz: the endpoint table gzipped (1.25 MB to
+# 0.1 MB); the request examples are for documentation only.
+gzip -9 botocore/data/endpoints.json
+find botocore/data -name 'examples-1.json' -delete
 # The Python binding (onnxruntime_pybind11_state) links no libonnxruntime.so (readelf -d).
 rm -f onnxruntime/capi/libonnxruntime.so*
 # Symbol tables. pyarrow, uvloop and SQLAlchemy ship theirs (53 MB); elsewhere only libraries
@@ -90,19 +94,17 @@ find "$venv/bin" -type f ! -name 'ratekeeper' ! -name 'python*' -delete
 # - every module the server, the request process, the migration and the CLI import (found by
 #   importing them all and running what they load lazily, below) keeps its bytecode;
 # - for third-party modules that bytecode replaces the source (a legacy .pyc beside, the .py
-#   removed: 26 MB), and that bytecode holds no docstrings (7.9 MB; -OO without removing the
-#   asserts). A traceback through them shows file and line without the line's text;
-#   ratekeeper's own modules keep their source and docstrings (its CLI help and OpenAPI
-#   descriptions come from them), so its frames read as usual;
+#   removed: 26 MB). A traceback through them shows file and line without the line's text;
+#   ratekeeper's own modules keep their source, so its frames read as usual. (Bytecode without
+#   docstrings would save 7.9 MB more, but numpy.ma then fails to import: it rewrites numpy's
+#   docstrings at import and raises when one is missing; found by the container test);
 # - modules nothing imports keep their source and no bytecode.
 find . -name __pycache__ -type d -prune -exec rm -rf {} +
 "$venv/bin/python" -B - <<'PY'
-import ast
 import importlib
-import importlib.util
 import io
-import marshal
 import pkgutil
+import py_compile
 import sys
 import sysconfig
 from pathlib import Path
@@ -139,26 +141,6 @@ for service in ("s3", "sts"):
                  aws_access_key_id="k", aws_secret_access_key="s")
 sqlalchemy.create_engine("postgresql+psycopg://u@127.0.0.1:9/db").dispose()
 
-
-
-def bytecode_without_docstrings(path: Path) -> bytes:
-    """What ``python -OO`` would write for ``path``, but with its asserts kept: docstrings are
-    never read by these libraries' serving paths (pandas and numpy support -OO: their
-    docstring templates check for None), and they are a quarter of the bytecode."""
-    tree = ast.parse(path.read_bytes(), str(path))
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            first = node.body[0] if node.body else None
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                if isinstance(first.value.value, str):
-                    node.body[0:1] = [] if len(node.body) > 1 else [ast.copy_location(ast.Pass(), first)]
-    code = compile(tree, str(path), "exec", dont_inherit=True)
-    size, mtime = path.stat().st_size, int(path.stat().st_mtime)
-    header = importlib.util.MAGIC_NUMBER + b"\0\0\0\0"  # flags 0: a timestamp pyc (PEP 552)
-    header += (mtime & 0xFFFFFFFF).to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little")
-    return header + marshal.dumps(code)
-
-
 site = Path(sysconfig.get_paths()["purelib"]).resolve()
 for module in list(sys.modules.values()):
     source = getattr(module, "__file__", None)
@@ -167,7 +149,7 @@ for module in list(sys.modules.values()):
     path = Path(source).resolve()
     if site not in path.parents or path.relative_to(site).parts[0] == "ratekeeper":
         continue
-    path.with_suffix(".pyc").write_bytes(bytecode_without_docstrings(path))
+    py_compile.compile(str(path), cfile=str(path) + "c", dfile=str(path), doraise=True)
     path.unlink()
 PY
 "$venv/bin/python" -m compileall -q ratekeeper
