@@ -18,6 +18,7 @@
 #   onnxruntime's model-conversion tools, headers, tests, pip            ~20 MB
 # Second round (each measured alone on the first round's result):
 #   the source of imported third-party modules (their bytecode stays)    26 MB
+#   docstrings in that bytecode (but numpy's; asserts kept)              ~7 MB
 #   numpy's f2py, distutils, headers, static library, test modules       ~4 MB
 #   symbol tables of cryptography, httptools, google.protobuf, numpy     4.8 MB
 #   C/Cython sources, headers and type stubs of every package           ~6 MB
@@ -94,17 +95,21 @@ find "$venv/bin" -type f ! -name 'ratekeeper' ! -name 'python*' -delete
 # - every module the server, the request process, the migration and the CLI import (found by
 #   importing them all and running what they load lazily, below) keeps its bytecode;
 # - for third-party modules that bytecode replaces the source (a legacy .pyc beside, the .py
-#   removed: 26 MB). A traceback through them shows file and line without the line's text;
-#   ratekeeper's own modules keep their source, so its frames read as usual. (Bytecode without
-#   docstrings would save 7.9 MB more, but numpy.ma then fails to import: it rewrites numpy's
-#   docstrings at import and raises when one is missing; found by the container test);
+#   removed: 26 MB), and that bytecode holds no docstrings (~7 MB), as `python -OO` would
+#   compile it but with the asserts kept; numpy keeps its docstrings, which numpy.ma rewrites as
+#   it loads (it raised without them: the container test's /invocations found it). A traceback
+#   through these modules shows file and line without the line's text; ratekeeper's own modules
+#   keep their source and docstrings (its CLI help, its OpenAPI descriptions);
 # - modules nothing imports keep their source and no bytecode.
 find . -name __pycache__ -type d -prune -exec rm -rf {} +
-"$venv/bin/python" -B - <<'PY'
+exercise=$(mktemp)
+cat >"$exercise" <<'PY'
+import ast
 import importlib
+import importlib.util
 import io
+import marshal
 import pkgutil
-import py_compile
 import sys
 import sysconfig
 from pathlib import Path
@@ -141,17 +146,43 @@ for service in ("s3", "sts"):
                  aws_access_key_id="k", aws_secret_access_key="s")
 sqlalchemy.create_engine("postgresql+psycopg://u@127.0.0.1:9/db").dispose()
 
-site = Path(sysconfig.get_paths()["purelib"]).resolve()
-for module in list(sys.modules.values()):
-    source = getattr(module, "__file__", None)
-    if not source or not source.endswith(".py"):
-        continue
-    path = Path(source).resolve()
-    if site not in path.parents or path.relative_to(site).parts[0] == "ratekeeper":
-        continue
-    py_compile.compile(str(path), cfile=str(path) + "c", dfile=str(path), doraise=True)
-    path.unlink()
+
+def bytecode(path: Path, docstrings: bool) -> bytes:
+    """The legacy .pyc of ``path``; without docstrings, what ``python -OO`` would compile, but
+    with the asserts kept."""
+    tree = ast.parse(path.read_bytes(), str(path))
+    for node in ast.walk(tree) if not docstrings else ():
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                if isinstance(first.value.value, str):
+                    node.body = node.body[1:] or [ast.copy_location(ast.Pass(), first)]
+    code = compile(tree, str(path), "exec", dont_inherit=True)
+    stat = path.stat()
+    header = importlib.util.MAGIC_NUMBER + bytes(4)  # flags 0: a timestamp pyc (PEP 552)
+    header += (int(stat.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+    header += (stat.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    return header + marshal.dumps(code)
+
+
+if sys.argv[1:] == ["--compile"]:
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    for module in list(sys.modules.values()):
+        source = getattr(module, "__file__", None)
+        if not source or not source.endswith(".py"):
+            continue
+        path = Path(source).resolve()
+        if site not in path.parents or path.relative_to(site).parts[0] == "ratekeeper":
+            continue
+        # numpy.ma rewrites numpy's docstrings as it loads, and raises where one is missing.
+        keep = path.relative_to(site).parts[0] == "numpy"
+        path.with_suffix(".pyc").write_bytes(bytecode(path, docstrings=keep))
+        path.unlink()
 PY
+"$venv/bin/python" -B "$exercise" --compile
+# Then once more on what is left, sourceless: a library that needs a docstring fails here.
+"$venv/bin/python" -B "$exercise"
+rm -f "$exercise"
 "$venv/bin/python" -m compileall -q ratekeeper
 
 "$venv/bin/python" -m pip uninstall --yes --quiet pip setuptools 2>/dev/null || true
