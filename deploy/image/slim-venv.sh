@@ -1,12 +1,12 @@
 #!/bin/sh
 # Trim the image's virtual environment of what a rating server never loads (run by the
 # Dockerfile's build stage). tests/test_container_image.py then imports every ratekeeper module
-# in the image and drives the server through registration, a promotion request (the gates, in
-# pandas), CSV and JSON /invocations, the drift watcher and the ledger's Parquet, on SQLite and
-# on PostgreSQL, and boto3 against a real S3 server: a trim that breaks one of them fails it.
+# in the image, drives the image's server on PostgreSQL through a registration, a promotion
+# request (the gates, in pandas), /invocations, the drift watcher and the ledger's Parquet, and
+# runs boto3 against a real S3 server: a trim that breaks one of them fails it.
 #
 # Sizes as installed, measured on the 2026-11-30 pins (requirements/serve.txt); the image added
-# 319 MB to its base before the second round of trims below, 24x MB after (docs/deploy.md).
+# 319 MB to its base before the second round of trims below, 262 MB after (docs/deploy.md).
 # First round:
 #   symbol tables of pyarrow, uvloop and SQLAlchemy (strip --strip-unneeded) 53 MB
 #   pandas' test suite                                                    46 MB
@@ -16,7 +16,7 @@
 #   onnxruntime's C library for C/C++ callers (Python links its own)      35 MB
 #   bytecode of modules a server never imports (the rest is compiled)    ~40 MB
 #   onnxruntime's model-conversion tools, headers, tests, pip            ~20 MB
-# Second round (each measured alone on the first round's result):
+# Second round (the files each removes in the first round's image; ~: summed by pattern):
 #   the source of imported third-party modules (their bytecode stays)    26 MB
 #   docstrings in that bytecode (but numpy's; asserts kept)              ~7 MB
 #   numpy's f2py, distutils, headers, static library, test modules       ~4 MB
