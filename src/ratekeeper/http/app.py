@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -102,7 +103,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
         if not deployments.ready:
             threading.Thread(target=load_models, name="ratekeeper-load", daemon=True).start()
         watcher = deployments.watch(config.poll_interval, stop)
-        metrics.start()
+        metrics.start(asyncio.get_running_loop())
         if ledger is not None:
             ledger.start()  # here, in the serving process: its thread must not cross a fork
         yield
