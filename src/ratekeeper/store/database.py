@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ratekeeper.errors import InvalidInputError
 from ratekeeper.store import tables
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The newest migration; opening a registry at this revision skips Alembic entirely."""
 
 _SQLITE_BUSY_TIMEOUT_MS = 60_000
