@@ -16,6 +16,7 @@ from ratekeeper.errors import (
 from ratekeeper.packaging.signature import Signature, ValidationPolicy
 from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, StageTransition
 from ratekeeper.registry.registry import Registry, load_model
+from ratekeeper.rollouts import Guards, Rollout, RolloutPlan
 from ratekeeper.settings import Settings
 from ratekeeper.validation.policy import GatePolicy
 
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConflictError",
     "GatePolicy",
+    "Guards",
     "ImplausiblePriceError",
     "IntegrityError",
     "InvalidInputError",
@@ -34,6 +36,8 @@ __all__ = [
     "RatekeeperError",
     "RegisteredModel",
     "Registry",
+    "Rollout",
+    "RolloutPlan",
     "Scorer",
     "Settings",
     "Signature",

@@ -351,8 +351,10 @@ class _Replayer:
         self.rollouts[model] = version
         mode = (event.after or {}).get("mode")
         self.require(event, "rollout", f"started a {mode} rollout of {where(model, version)}")
-        if self.governed and mode != "shadow" and not self.approved(
-            model, version, stage="Production", alias=None
+        if (
+            self.governed
+            and mode != "shadow"
+            and not self.approved(model, version, stage="Production", alias=None)
         ):
             self.refuse(
                 event,

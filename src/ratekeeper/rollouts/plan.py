@@ -7,6 +7,7 @@ only with the plan its approved request carried (``RolloutPlan.canonical``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -162,6 +163,14 @@ class RolloutPlan:
         """The one JSON text of this plan (what a request stores and a start must match)."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
+    @classmethod
+    def from_json(cls, text: str) -> RolloutPlan:
+        return cls.from_dict(json.loads(text))
+
+    @staticmethod
+    def canonical_guards(guards: Guards) -> str:
+        return json.dumps(guards.to_dict(), sort_keys=True, separators=(",", ":"))
+
     def describe(self) -> str:
         if self.mode == "staged":
             ladder = " → ".join(f"{s:g} %" for s in self.steps)
@@ -179,7 +188,9 @@ def parse_steps(steps: Sequence[float] | str) -> tuple[float, ...]:
         try:
             values = [float(s) for s in steps.split(",") if s.strip()]
         except ValueError:
-            raise InvalidInputError(f"steps {steps[:80]!r}: give percentages like 1,10,50,100") from None
+            raise InvalidInputError(
+                f"steps {steps[:80]!r}: give percentages like 1,10,50,100"
+            ) from None
     elif isinstance(steps, Sequence):
         values = [_percent(s) for s in steps]
     else:
@@ -187,7 +198,7 @@ def parse_steps(steps: Sequence[float] | str) -> tuple[float, ...]:
     ladder = tuple(_percent(v) for v in values)
     if not ladder or len(ladder) > 20:
         raise InvalidInputError("steps: give between 1 and 20 percentages")
-    if any(b <= a for a, b in zip(ladder, ladder[1:], strict=False)) or ladder[-1] != 100:
+    if any(b <= a for a, b in itertools.pairwise(ladder)) or ladder[-1] != 100:
         raise InvalidInputError("steps must rise and end at 100 (e.g. 1,10,50,100)")
     return ladder
 

@@ -60,9 +60,7 @@ class Rollout:
     @property
     def plan(self) -> RolloutPlan:
         first = self.steps[0] if self.steps else self.percent
-        return RolloutPlan(
-            self.mode, first, self.steps, self.bake_seconds, self.key, self.guards
-        )
+        return RolloutPlan(self.mode, first, self.steps, self.bake_seconds, self.key, self.guards)
 
     def next_step_at(self) -> datetime | None:
         """When a staged rollout's current step has baked (None: nothing to step)."""
