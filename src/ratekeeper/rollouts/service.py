@@ -132,6 +132,11 @@ class RolloutActions(ActingSession):
         with database.read_transaction(self.engine) as conn:
             return records.latest(conn, queries.model_id(conn, name))
 
+    def running_rollouts(self) -> list[Rollout]:
+        """Every model's active or paused rollout (what a rating server routes by)."""
+        with database.read_transaction(self.engine) as conn:
+            return records.all_running(conn)
+
     def rollout_events(self, name: str) -> list[dict[str, Any]]:
         """What happened to the model's last rollout: its moves and the guards' snapshots."""
         with database.read_transaction(self.engine) as conn:

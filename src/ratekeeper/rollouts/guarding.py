@@ -1,0 +1,117 @@
+"""The guards' statistics in one serving process, and their verdict.
+
+Each worker keeps its own (no shared state on the request path): the challenger's pricings and
+failures and its pricing times, and for the quotes priced by both models (a shadow, or the
+sample a canary prices in the background) the challenger/champion premium ratios. A breach seen
+by any worker rolls the rollout back everywhere (through the registry: ``routing.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ratekeeper.rollouts.plan import Guards
+
+RATIO_EDGES = (0.5, 0.67, 0.8, 0.9, 0.95, 0.99, 1.01, 1.05, 1.1, 1.25, 1.5, 2.0)
+"""Bin edges of the premium-ratio histogram (below the first and above the last: open bins)."""
+KEPT = 10_000  # ratios and times kept for the median and the p99 (the latest ones)
+MAX_SEGMENT_FIELDS, MAX_SEGMENT_LEVELS = 8, 30
+
+
+class GuardStats:
+    """Counts for one rollout in one process; ``snapshot()`` is what the report shows."""
+
+    def __init__(self, rollout_id: int, segment_fields: Sequence[str] = ()) -> None:
+        self.rollout_id = rollout_id
+        self.champion_quotes = 0
+        self.challenger_quotes = 0  # priced for a customer (canary arm)
+        self.challenger_errors = 0  # of those, or of the background pricings, that failed
+        self.shadow_priced = 0
+        self.shadow_dropped = 0  # the background queue was full
+        self.times_ms: deque[float] = deque(maxlen=KEPT)
+        self.ratios: deque[float] = deque(maxlen=KEPT)
+        self.compared = 0
+        self.moved = 0
+        self.histogram = [0] * (len(RATIO_EDGES) + 1)
+        self.segment_fields = tuple(segment_fields)[:MAX_SEGMENT_FIELDS]
+        self.segments: dict[tuple[str, str], list[float]] = {}  # → [n, sum of ratios, moved]
+
+    def compare(
+        self, champion: float, challenger: float, move: float, policy: Mapping[str, Any]
+    ) -> None:
+        if not champion > 0 or not math.isfinite(challenger):
+            return
+        ratio = challenger / champion
+        self.ratios.append(ratio)
+        self.compared += 1
+        moved = abs(ratio - 1) > move
+        self.moved += moved
+        index = sum(1 for edge in RATIO_EDGES if ratio >= edge)
+        self.histogram[index] += 1
+        for field in self.segment_fields:
+            level = str(policy.get(field))
+            cell = self.segments.get((field, level))
+            if cell is None:
+                if sum(1 for f, _ in self.segments if f == field) >= MAX_SEGMENT_LEVELS:
+                    continue
+                cell = self.segments[(field, level)] = [0.0, 0.0, 0.0]
+            cell[0] += 1
+            cell[1] += ratio
+            cell[2] += moved
+
+    def p99_ms(self) -> float | None:
+        if not self.times_ms:
+            return None
+        ordered = sorted(self.times_ms)
+        return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+
+    def breach(self, guards: Guards) -> str | None:
+        """Why the challenger must be rolled back, or None while every guard holds."""
+        priced = self.challenger_quotes + self.shadow_priced
+        if priced >= guards.min_quotes:
+            rate = self.challenger_errors / priced
+            if rate > guards.max_error_rate:
+                return f"challenger error rate {rate:.2%} > {guards.max_error_rate:.2%}"
+            p99 = self.p99_ms()
+            if p99 is not None and p99 > guards.max_p99_ms:
+                return f"challenger p99 {p99:.1f} ms > {guards.max_p99_ms:g} ms"
+        if self.compared >= guards.min_quotes:
+            median = statistics.median(self.ratios)
+            low, high = guards.median_ratio
+            if not low <= median <= high:
+                return f"median premium ratio {median:.3f} outside [{low:g}, {high:g}]"
+            share = self.moved / self.compared
+            if share > guards.max_moved_share:
+                return (
+                    f"{share:.1%} of quotes moved by more than ±{guards.move:.0%} "
+                    f"(at most {guards.max_moved_share:.1%})"
+                )
+        return None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "champion_quotes": self.champion_quotes,
+            "challenger_quotes": self.challenger_quotes,
+            "challenger_errors": self.challenger_errors,
+            "shadow_priced": self.shadow_priced,
+            "shadow_dropped": self.shadow_dropped,
+            "p99_ms": self.p99_ms(),
+            "compared": self.compared,
+            "moved": self.moved,
+            "median_ratio": statistics.median(self.ratios) if self.ratios else None,
+            "histogram": list(self.histogram),
+            "segments": [
+                {
+                    "field": f,
+                    "level": level,
+                    "n": int(c[0]),
+                    "mean_ratio": c[1] / c[0],
+                    "moved": int(c[2]),
+                }
+                for (f, level), c in sorted(self.segments.items())
+            ],
+        }
