@@ -329,3 +329,22 @@ def _approved_plan(
         f"({plan.describe()}): request_promotion({name!r}, {version}, 'Production', "
         f"rollout=..., holdout=...)" + (f"; approved plans: {approved}" if approved else "")
     )
+
+
+class OutcomeActions(ActingSession):
+    def record_outcome(
+        self, quote_id: str, *, taken_up: bool, written_premium: float | None = None
+    ) -> dict[str, Any]:
+        """Whether a quote was taken up, and its written premium (the policy system's post;
+        needs the ``outcome`` permission: deployer or admin). Not audited: it is business
+        data, not governed state."""
+        from ratekeeper.rollouts import outcomes
+
+        with self._write("outcome") as (conn, access):
+            return outcomes.record(conn, quote_id, taken_up, written_premium, access.actor)
+
+    def quote_outcomes(self, quote_ids: list[str]) -> dict[str, tuple[bool, float | None]]:
+        from ratekeeper.rollouts import outcomes
+
+        with database.read_transaction(self.engine) as conn:
+            return outcomes.read(conn, quote_ids)
