@@ -195,3 +195,50 @@ def test_plans_are_checked() -> None:
     plan = rk.RolloutPlan.build("staged", bake="2h", guards=rk.Guards(move=0.1))
     assert plan.steps == (1, 10, 50, 100) and plan.bake_seconds == 7200
     assert rk.RolloutPlan.from_json(plan.canonical()) == plan
+
+
+def test_the_remote_client_starts_and_moves_rollouts_and_posts_outcomes(team, portfolio) -> None:
+    from registries import token_of
+    from remote_server import serving
+
+    with serving(team["root"]) as url:
+        dave, alice, carol, vic = (
+            rk.Registry(url, token=token_of(team[who])) for who in ("dave", "alice", "carol", "vic")
+        )
+        with pytest.raises(rk.PermissionDeniedError, match="needs an approved Production request"):
+            dave.start_rollout(MODEL, 2, mode="staged", bake="1h")
+        plan = rk.RolloutPlan.build("staged", steps=[5, 100], bake="1h", key="policy_id")
+        request = alice.request_promotion(
+            MODEL, 2, "Production", holdout=portfolio.iloc[2000:], rollout=plan
+        )
+        assert request.rollout == plan.to_dict()
+        carol.approve(request.id)
+        started = dave.start_rollout(MODEL, 2, mode="staged", steps=[5, 100], bake="1h",
+                                     key="policy_id")  # fmt: skip
+        assert (started.percent, started.request_id, started.key) == (5.0, request.id, "policy_id")
+        assert dave.get_rollout(MODEL) == started
+        assert dave.pause_rollout(MODEL, comment="look first").status == "paused"
+        assert dave.resume_rollout(MODEL).status == "active"
+        with pytest.raises(rk.PermissionDeniedError, match="may not rollback"):
+            vic.abort_rollout(MODEL, reason="no")
+        aborted = dave.abort_rollout(MODEL, reason="enough")
+        assert (aborted.status, aborted.reason) == ("aborted", "enough")
+        assert [e["kind"] for e in dave.rollout_events(MODEL)] == [
+            "start", "pause", "resume", "abort"
+        ]  # fmt: skip
+
+        quote_id = "01JD0000000000000000000000"
+        recorded = dave.record_outcome(quote_id, taken_up=True, written_premium=412.5)
+        assert (recorded["quote_id"], recorded["taken_up"], recorded["recorded_by"]) == (
+            quote_id, True, "dave"
+        )  # fmt: skip
+        with pytest.raises(rk.ConflictError, match="is already recorded"):
+            dave.record_outcome(quote_id, taken_up=False)
+        with pytest.raises(rk.PermissionDeniedError, match="may not outcome"):
+            vic.record_outcome("01JD0000000000000000000001", taken_up=False)
+        with pytest.raises(rk.InvalidInputError, match="a quote id is 26 characters"):
+            dave.record_outcome("nope", taken_up=False)
+        report = dave.rollout_report(MODEL)
+        assert report["rollout"]["status"] == "aborted"
+        for handle in (dave, alice, carol, vic):
+            handle.close()

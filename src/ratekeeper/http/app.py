@@ -34,8 +34,10 @@ from ratekeeper.http.errors import (
 from ratekeeper.http.governance_routes import TokenAuth, add_governance_routes
 from ratekeeper.http.metrics import Metrics
 from ratekeeper.http.pinning import Pins
+from ratekeeper.http.rollout_routes import add_rollout_routes
 from ratekeeper.packaging.signature import problems_error
 from ratekeeper.registry.registry import Registry
+from ratekeeper.rollouts.routing import RolloutEngine
 
 if TYPE_CHECKING:  # the watcher runs in its own process; a worker never imports it
     from ratekeeper.engine.drift_watcher import DriftWatchConfig
@@ -80,7 +82,15 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
     def failed(failure: LoadFailure) -> None:
         metrics.load_failures.labels(failure.name, str(failure.version)).inc()
 
-    deployments = Deployments(registry, config.models, on_swap=swapped, on_failure=failed)
+    rollouts = RolloutEngine(registry)
+    deployments = Deployments(
+        registry,
+        config.models,
+        on_swap=swapped,
+        on_failure=failed,
+        on_refresh=lambda d: rollouts.update(d.served_table(), d.rollouts),
+        on_tick=rollouts.tick,
+    )
     ledger = QuoteLedger(config.ledger, metrics.ledger_event) if config.ledger else None
     auth = TokenAuth(registry)
     pinned = PinnedVersions(
@@ -103,6 +113,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         yield
         stop.set()
         watcher.join(timeout=10)  # a refresh in flight returns its database connection first
+        rollouts.close()  # prices what is queued in the shadow before the ledger closes
         pinned.close()
         app.state.requests_process.close()
         if ledger is not None:
@@ -132,6 +143,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.ledger = ledger
     app.state.pinned = pinned
+    app.state.rollouts = rollouts
     app.add_exception_handler(RatekeeperError, handle_ratekeeper_error)
     app.add_middleware(CatchAll)
 
@@ -279,6 +291,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         return json_response({"predictions": predictions})
 
     add_governance_routes(app, registry, auth, config.max_holdout_bytes)
+    add_rollout_routes(app, auth, rollouts, config.ledger.root if config.ledger else None)
 
     # -- registry views ---------------------------------------------------------------------
     # They show user names, lineage, library versions and reference profiles: a token that may

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +33,7 @@ from ratekeeper.registry.entities import Stage
 from ratekeeper.rollouts import records
 from ratekeeper.rollouts.plan import Guards, RolloutPlan
 from ratekeeper.rollouts.rollout import Rollout
+from ratekeeper.settings import Settings
 from ratekeeper.store import database
 from ratekeeper.store.tables import promotion_requests, rollouts
 
@@ -42,6 +44,9 @@ GUARD_ACTOR = "guards"
 
 
 class RolloutActions(ActingSession):
+    settings: Settings
+    url: str
+
     def start_rollout(
         self,
         name: str,
@@ -142,6 +147,15 @@ class RolloutActions(ActingSession):
         with database.read_transaction(self.engine) as conn:
             found = records.latest(conn, queries.model_id(conn, name))
             return records.events(conn, found.id) if found is not None else []
+
+    def rollout_report(self, name: str, *, ledger: Path | None = None) -> dict[str, Any]:
+        """The champion/challenger comparison (``rollouts/report.py``); ``ledger``: the quote
+        ledger's folder (default: the one a server beside this registry writes)."""
+        from ratekeeper.engine.ledger import default_root
+        from ratekeeper.rollouts import report
+
+        root = ledger if ledger is not None else default_root(self.settings, self.url)
+        return report.comparison(self, name, root)
 
     def pause_rollout(self, name: str, *, comment: str | None = None) -> Rollout:
         """Send the challenger no quotes (and stop its steps) until ``resume_rollout``."""
