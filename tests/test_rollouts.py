@@ -8,7 +8,7 @@ import pytest
 
 import ratekeeper as rk
 from ratekeeper.demo import train_glm
-from registries import governed_team
+from registries import governed_team, open_registry
 
 MODEL = "motor_frequency"
 LENIENT = rk.GatePolicy(
@@ -242,3 +242,40 @@ def test_the_remote_client_starts_and_moves_rollouts_and_posts_outcomes(team, po
         assert report["rollout"]["status"] == "aborted"
         for handle in (dave, alice, carol, vic):
             handle.close()
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    from ratekeeper.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(exit_.value.code or 0), out, err
+
+
+def test_the_cli_starts_shows_moves_and_reports_a_rollout(tmp_path, portfolio, capsys) -> None:
+    folder = tmp_path / "registry"
+    registry = open_registry(folder, user="root")
+    for rows in (slice(0, 2000), slice(0, 1800)):
+        train = portfolio.iloc[rows]
+        registry.register_model(train_glm(train), MODEL, training_data=train, exposure="exposure")
+    registry.transition_stage(MODEL, 1, "Production")
+    reg = ("--registry", str(folder), "--user", "root")
+    code, out, _ = run(capsys, *reg, "rollout", "start", MODEL, "2", "--mode", "staged",
+                       "--steps", "5,100", "--bake", "10m")  # fmt: skip
+    assert code == 0 and "staged 5 % → 100 %, each held 10m against version 1" in out
+    code, out, _ = run(capsys, *reg, "rollout", "status", MODEL)
+    assert code == 0 and "active" in out and "5 % (live 5 %)" in out
+    assert run(capsys, *reg, "rollout", "pause", MODEL)[1].strip().endswith(": paused")
+    code, _, err = run(capsys, *reg, "rollout", "pause", MODEL)
+    assert (code, err.strip()) == (4, f"error: the rollout of {MODEL} version 2 is paused")
+    code, out, _ = run(capsys, *reg, "rollout", "abort", MODEL, "--reason", "<b>odd</b>")
+    assert code == 0 and out.strip().endswith("aborted (<b>odd</b>)")
+    page = tmp_path / "report.html"
+    assert run(capsys, *reg, "rollout", "report", MODEL, "-o", str(page))[0] == 0
+    html = page.read_text()
+    assert "&lt;b&gt;odd&lt;/b&gt;" in html and "<b>odd</b>" not in html
+    assert "<svg" in html and "<script" not in html
+    code, _, err = run(capsys, *reg, "rollout", "start", MODEL, "2", "--mode", "blue")
+    assert code == 2 and "Invalid value for '--mode'" in err
+    registry.close()

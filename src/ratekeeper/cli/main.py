@@ -16,6 +16,7 @@ from ratekeeper.cli import (
     ledger_commands,
     monitoring_commands,
     registry_commands,
+    rollout_commands,
 )
 from ratekeeper.cli.output import errors
 from ratekeeper.cli.serve import serve
@@ -98,6 +99,7 @@ for command in [
     *batch_commands.COMMANDS,
     *ledger_commands.COMMANDS,
     *monitoring_commands.COMMANDS,
+    *rollout_commands.COMMANDS,
     serve,
 ]:
     cli.add_command(command)
