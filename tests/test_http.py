@@ -279,3 +279,33 @@ def test_a_model_that_fails_to_load_is_reported_and_the_others_keep_serving(tmp_
             ).status_code
             == 200
         )
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (f"/v1/models/{MODEL}/quote", b'{"area": "Z"}'),
+        (f"/v1/models/{MODEL}/quote", b"{not json"),
+        (f"/v1/models/{MODEL}/quote", b"[]"),
+        (f"/v1/models/{MODEL}/quote?version=abc", b"{}"),
+        (f"/v1/models/{MODEL}/quote?version=3", b"{}"),  # a pin without a token: 401
+        ("/v1/models/nope/quote", b"{}"),
+        (f"/v1/models/{MODEL}/score", b'{"policies": 3}'),
+        (f"/v1/models/{MODEL}/score", b'[{"area": "Z"}]'),
+    ],
+)
+def test_the_pricing_routes_answer_alike_through_fastapi(world, path, body) -> None:
+    """RatingApp answers /quote and /score before FastAPI; FastAPI's declarations of the same
+    routes (taken with a root_path) answer with the same status, headers and bytes."""
+    registry, _ = world
+    answers = []
+    for root_path in ("", "/behind-a-proxy"):
+        app = create_app(registry, AppConfig(max_body_bytes=20_000, max_policies=50))
+        assert app.state.load_models()
+        with TestClient(app, root_path=root_path) as client:
+            response = client.post(path, content=body)
+        headers = {k: v for k, v in response.headers.items() if k != "x-correlation-id"}
+        answers.append((response.status_code, headers, response.content))
+    assert answers[0] == answers[1]
+    assert answers[0][0] in (400, 401, 404, 422, 200)
+    assert answers[0][1]["content-type"] == "application/json"

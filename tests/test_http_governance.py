@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 import ratekeeper as rk
 from ratekeeper.demo import train_glm
-from ratekeeper.http.app import create_app
+from ratekeeper.http.app import AppConfig, create_app
 from ratekeeper.synthetic import RATING_FACTORS, motor_portfolio
 from registries import governed_team, token_of
 
@@ -88,3 +88,26 @@ def test_a_revoked_token_stops_working(world) -> None:
     response = client.get("/v1/requests", headers=bearer(token))
     assert response.status_code == 401
     assert response.json()["error"]["message"] == "the bearer token is unknown or revoked"
+
+
+def test_a_holdout_is_spooled_privately_and_never_left_behind(world) -> None:
+    # The body of a promotion request travels to the request process as a spooled file
+    # (http/isolated.py): 0700 folder, 0600 file, deleted whatever the request's fate.
+    admin, tokens, holdout, _ = world
+    client = TestClient(create_app(admin, AppConfig(max_holdout_bytes=50_000)))
+    alice = bearer(tokens["alice"])
+    with client:
+        big = {"model": MODEL, "version": 1, "stage": "Production", "holdout": holdout}
+        too_large = client.post("/v1/requests", json=big, headers=alice)
+        assert too_large.status_code == 413, too_large.text
+        assert too_large.json()["error"]["message"] == "the request body exceeds 50,000 bytes"
+        broken = client.post("/v1/requests", content=b'{"model": ', headers=alice)
+        assert broken.status_code == 400
+        assert broken.json()["error"]["code"] == "malformed_json"
+        small = {**big, "holdout": holdout[:5]}
+        refused = client.post("/v1/requests", json=small, headers=alice)
+        assert refused.status_code in (409, 422), refused.text  # v1 is already in Production
+        spool = client.app.state.requests_process.spool
+        assert spool is not None and spool.stat().st_mode & 0o777 == 0o700
+        assert list(spool.iterdir()) == []
+    assert not spool.exists()  # removed at shutdown

@@ -61,6 +61,8 @@ class Scorer:
         self._exposure = exposure.name if exposure is not None else None
         self.rate_ceiling = rate_ceiling(package.profile.prediction.edges)
         """The highest rate per unit of exposure this scorer returns."""
+        self.label = str(model_version.version)
+        """The version as a metrics label (made once, not per quote)."""
 
     def __repr__(self) -> str:
         return f"<Scorer {self.name} v{self.version} ({self.flavor})>"

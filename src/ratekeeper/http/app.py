@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +27,7 @@ from ratekeeper.http.access import require
 from ratekeeper.http.catchall import CatchAll
 from ratekeeper.http.errors import (
     HTTPProblem,
+    answer_response,
     error_response,
     handle_ratekeeper_error,
     json_response,
@@ -34,8 +35,8 @@ from ratekeeper.http.errors import (
 from ratekeeper.http.governance_routes import TokenAuth, add_governance_routes
 from ratekeeper.http.metrics import Metrics
 from ratekeeper.http.pinning import Pins
+from ratekeeper.http.pricing import Pricing, RatingApp
 from ratekeeper.http.rollout_routes import add_rollout_routes
-from ratekeeper.packaging.signature import problems_error
 from ratekeeper.registry.registry import Registry
 from ratekeeper.rollouts.routing import RolloutEngine
 
@@ -69,7 +70,7 @@ class AppConfig:
     """Watch the ledger's drift: ``ratekeeper serve`` runs the watcher in a process of its own."""
 
 
-def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
+def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp:
     config = config or AppConfig()
     metrics = Metrics(multiprocess=config.multiprocess_metrics)
 
@@ -132,12 +133,21 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
             return False
         return True
 
-    app = FastAPI(
+    pricing = Pricing(
+        deployments,
+        pins,
+        metrics,
+        ledger,
+        max_body_bytes=config.max_body_bytes,
+        max_policies=config.max_policies,
+    )
+    app = RatingApp(
         title="ratekeeper rating engine",
         version="1",
         description="Real-time quotes from the registry's Production versions, with hot swap.",
         lifespan=lifespan,
     )
+    app.pricing = pricing
     app.state.deployments = deployments
     app.state.load_models = load_models
     app.state.metrics = metrics
@@ -163,9 +173,10 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         return response
 
     # -- pricing ----------------------------------------------------------------------------
-    # The pricing routes read their path and query parameters themselves: FastAPI's parameter
-    # machinery costs more per quote than the pricing does. The OpenAPI document still declares
-    # them (schemas.PINNING), and a bad value gets the same 422 body as any other parameter.
+    # RatingApp answers POST /quote and /score itself, before FastAPI's request machinery
+    # (http/pricing.py). These declarations keep them in the OpenAPI document (path and query
+    # parameters in schemas.PINNING) and answer whatever RatingApp leaves to FastAPI (a
+    # root_path), through the same Pricing methods.
     @app.post(
         "/v1/models/{name}/quote",
         response_model=schemas.QuoteResponse,
@@ -175,37 +186,8 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         summary="Price one policy",
     )
     async def quote(request: Request) -> Response:
-        started = time.perf_counter()
-        name: str = request.path_params["name"]
-        label = "-"
-        try:
-            version, alias = protocol.pinned(request.query_params)
-            if version is None and alias is None:  # the common case: no token, no await
-                scorer, served_by = deployments.scorer(name)
-            else:
-                scorer, served_by = await pins.scorer(request, name, version, alias)
-            label = str(scorer.version)
-            policy = protocol.one_policy(await protocol.read_json(request, config.max_body_bytes))
-            prediction = scorer.predict_one(policy)
-        except RatekeeperError as exc:
-            metrics.observe("quote", name, label, exc.code, time.perf_counter() - started)
-            return error_response(exc)
-        quote_id = new_quote_id()
-        if ledger is not None:
-            ledger.record(
-                quote_id, name, scorer.version, scorer.signature, "quote", served_by, policy,
-                prediction,
-            )  # fmt: skip
-        body = {
-            "quote_id": quote_id,
-            "model": name,
-            "version": scorer.version,
-            "prediction": prediction,
-            "served_by": served_by,
-        }
-        metrics.priced(name, label, 1)
-        metrics.observe("quote", name, label, "ok", time.perf_counter() - started)
-        return json_response(body)
+        name = request.path_params["name"]
+        return answer_response(await pricing.quote(name, request.scope, request.receive))
 
     @app.post(
         "/v1/models/{name}/score",
@@ -216,39 +198,8 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> FastAPI:
         summary="Price a list of policies: one result or one error per policy, in order",
     )
     async def score(request: Request) -> Response:
-        started = time.perf_counter()
-        name: str = request.path_params["name"]
-        label = "-"
-        try:
-            version, alias = protocol.pinned(request.query_params)
-            if version is None and alias is None:
-                scorer, served_by = deployments.scorer(name)
-            else:
-                scorer, served_by = await pins.scorer(request, name, version, alias)
-            label = str(scorer.version)
-            body = await protocol.read_json(request, config.max_body_bytes)
-            policies = protocol.policy_list(body, config.max_policies)
-            priced = scorer.predict_each(policies)
-        except RatekeeperError as exc:
-            metrics.observe("score", name, label, exc.code, time.perf_counter() - started)
-            return error_response(exc)
-        results: list[dict[str, Any]] = []
-        for policy, outcome in zip(policies, priced, strict=True):
-            if isinstance(outcome, float):
-                quote_id = new_quote_id()
-                results.append({"quote_id": quote_id, "prediction": outcome})
-                if ledger is not None:
-                    ledger.record(
-                        quote_id, name, scorer.version, scorer.signature, "score", served_by,
-                        policy, outcome,
-                    )  # fmt: skip
-            else:
-                results.append({"error": problems_error(outcome).to_dict()})
-        metrics.priced(name, label, len(policies))
-        metrics.observe("score", name, label, "ok", time.perf_counter() - started)
-        return json_response(
-            {"model": name, "version": scorer.version, "served_by": served_by, "results": results}
-        )
+        name = request.path_params["name"]
+        return answer_response(await pricing.score(name, request.scope, request.receive))
 
     @app.post(
         "/invocations",

@@ -41,16 +41,20 @@ class CatchAll:
         try:
             await self.app(scope, receive, tracked)
         except Exception:
-            correlation_id = uuid.uuid4().hex
-            log.exception(
-                "internal error %s on %s %s", correlation_id, scope["method"], scope["path"]
-            )
+            correlation_id = log_internal_error(scope)
             if started:  # the status line is gone: all that is left is to end the response
                 raise
-            await _send_error(send, correlation_id)
+            await send_internal_error(send, correlation_id)
 
 
-async def _send_error(send: Send, correlation_id: str) -> None:
+def log_internal_error(scope: Scope) -> str:
+    """Log the exception being handled with a new correlation id; return the id."""
+    correlation_id = uuid.uuid4().hex
+    log.exception("internal error %s on %s %s", correlation_id, scope["method"], scope["path"])
+    return correlation_id
+
+
+async def send_internal_error(send: Send, correlation_id: str) -> None:
     body: dict[str, Any] = {
         "error": {
             "code": "internal_error",

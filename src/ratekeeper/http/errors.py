@@ -48,10 +48,31 @@ class HTTPProblem(RatekeeperError):
         self.code = code
 
 
-def error_response(error: RatekeeperError) -> Response:
-    response = json_response({"error": error.to_dict()}, STATUS.get(error.code, 500))
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
+"""A response as the pricing routes build it (``http/pricing.py``): status, JSON body, headers
+beyond content-type and content-length."""
+
+NO_HEADERS: list[tuple[bytes, bytes]] = []
+
+
+def error_answer(error: RatekeeperError) -> Answer:
+    """The one error body of ``error``, its status, and its extra headers (429: Retry-After)."""
+    headers = NO_HEADERS
     if isinstance(error, RateLimitedError):
-        response.headers["retry-after"] = str(error.retry_after)
+        headers = [(b"retry-after", str(error.retry_after).encode())]
+    return STATUS.get(error.code, 500), orjson.dumps({"error": error.to_dict()}), headers
+
+
+def error_response(error: RatekeeperError) -> Response:
+    return answer_response(error_answer(error))
+
+
+def answer_response(answer: Answer) -> Response:
+    """An ``Answer`` as a Starlette response (the same bytes and headers the ASGI path sends)."""
+    status, body, headers = answer
+    response = Response(body, status_code=status, media_type="application/json")
+    for name, value in headers:
+        response.headers[name.decode()] = value.decode()
     return response
 
 

@@ -28,7 +28,6 @@ from ratekeeper.http.auth import (
 )
 from ratekeeper.http.errors import HTTPProblem, json_response
 from ratekeeper.http.isolated import RequestProcess
-from ratekeeper.http.protocol import read_body
 from ratekeeper.http.registry_routes import add_registry_routes
 from ratekeeper.registry.registry import Registry
 
@@ -77,9 +76,9 @@ def _add_request_routes(
     )
     async def create_request(request: Request) -> Response:
         user = await off_loop(lambda: auth.user(request))
-        body = await read_body(request, max_holdout_bytes)
-        # Parsing the holdout and the gates hold the GIL for seconds: in another process.
-        created = await requests_process.request_promotion(user, body)
+        # Parsing the holdout and the gates hold the GIL for seconds: in another process, which
+        # reads the body from a private spool file (isolated.py says why).
+        created = await requests_process.request_promotion(user, request, max_holdout_bytes)
         return json_response(created, 201)
 
     @app.get(

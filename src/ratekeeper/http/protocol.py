@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive, Scope
 
 from ratekeeper.errors import InvalidInputError, NotFoundError, Problem
 from ratekeeper.http.errors import HTTPProblem
@@ -28,6 +29,38 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise HTTPProblem("payload_too_large", f"the request body exceeds {limit:,} bytes")
         chunks.append(chunk)
     body = b"".join(chunks)
+    if not body:
+        raise HTTPProblem("malformed_json", "the request body is empty: send a JSON document")
+    return body
+
+
+async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """``read_body`` on plain ASGI (the pricing routes): the same limits, the same errors."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":  # the first one, as Starlette's Headers.get reads it
+            if value.isdigit() and int(value) > limit:
+                raise HTTPProblem("payload_too_large", f"the request body exceeds {limit:,} bytes")
+            break
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        if len(body) > limit:  # one message: the common case, no list and no join
+            raise HTTPProblem("payload_too_large", f"the request body exceeds {limit:,} bytes")
+    else:
+        chunks = [body]
+        size = len(body)
+        while True:
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            if size > limit:
+                raise HTTPProblem("payload_too_large", f"the request body exceeds {limit:,} bytes")
+            if not message.get("more_body", False):
+                break
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
+        body = b"".join(chunks)
     if not body:
         raise HTTPProblem("malformed_json", "the request body is empty: send a JSON document")
     return body

@@ -25,6 +25,7 @@ from typing import Any
 
 from ratekeeper.http.app import AppConfig
 from ratekeeper.http.multiprocess import prepare_multiprocess_metrics
+from ratekeeper.http.priority import background_priority
 from ratekeeper.settings import Settings
 
 log = logging.getLogger("ratekeeper.server")
@@ -158,7 +159,7 @@ def run_drift_watcher(config: ServeConfig) -> None:
 
     assert config.app.drift is not None
     _configure_logging(config.log_level)
-    os.nice(10)  # the workers answering quotes come first; a drift check can wait a moment
+    background_priority()  # the workers answering quotes come first; a drift check can wait
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
