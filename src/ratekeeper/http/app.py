@@ -7,10 +7,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +21,7 @@ from ratekeeper.engine.deployments import Deployments, LoadFailure
 from ratekeeper.engine.ids import new_quote_id
 from ratekeeper.engine.ledger import LedgerConfig, QuoteLedger
 from ratekeeper.engine.pinned import CACHE_SIZE, COLD_LOADS_PER_MINUTE, PinnedVersions
+from ratekeeper.engine.scorer import Scorer
 from ratekeeper.errors import InvalidInputError, NotFoundError, Problem, RatekeeperError
 from ratekeeper.http import protocol, schemas
 from ratekeeper.http.access import require
@@ -83,7 +84,24 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
     def failed(failure: LoadFailure) -> None:
         metrics.load_failures.labels(failure.name, str(failure.version)).inc()
 
-    rollouts = RolloutEngine(registry)
+    ledger = QuoteLedger(config.ledger, metrics.ledger_event) if config.ledger else None
+
+    def shadow_record(
+        quote_id: str,
+        endpoint: str,
+        champion: Scorer,
+        policy: Mapping[str, Any],
+        price: float,
+        challenger: Scorer,
+        other: float | None,
+    ) -> None:  # a shadow's row: the champion's price, the challenger's beside it
+        assert ledger is not None
+        ledger.record(
+            quote_id, champion.name, champion.version, champion.signature, endpoint,
+            "Production", policy, price, "champion", challenger.version, other,
+        )  # fmt: skip
+
+    rollouts = RolloutEngine(registry, on_shadow=shadow_record if ledger is not None else None)
     deployments = Deployments(
         registry,
         config.models,
@@ -92,7 +110,6 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
         on_refresh=lambda d: rollouts.update(d.served_table(), d.rollouts),
         on_tick=rollouts.tick,
     )
-    ledger = QuoteLedger(config.ledger, metrics.ledger_event) if config.ledger else None
     auth = TokenAuth(registry)
     pinned = PinnedVersions(
         lambda name, version: registry.load_model(f"models:/{name}/{version}"),
@@ -140,6 +157,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
         ledger,
         max_body_bytes=config.max_body_bytes,
         max_policies=config.max_policies,
+        rollouts=rollouts,
     )
     app = RatingApp(
         title="ratekeeper rating engine",
@@ -233,7 +251,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
             for row, prediction in zip(rows, predictions, strict=True):
                 ledger.record(
                     new_quote_id(), name, scorer.version, scorer.signature, "invocations",
-                    alias or "Production", row, prediction,
+                    alias or "Production", row, prediction, alias or "champion",
                 )  # fmt: skip
         metrics.priced(name, str(scorer.version), len(rows))
         metrics.observe(

@@ -89,6 +89,12 @@ class Priced:
     scorer: Scorer
     arm: str
     price: float
+    recorded: bool = False
+    """The engine records this quote in the ledger itself (a shadow's row, with both prices)."""
+
+    @property
+    def served_by(self) -> str:
+        return "Production" if self.arm == CHAMPION else CHALLENGER
 
 
 class RolloutEngine:
@@ -130,12 +136,14 @@ class RolloutEngine:
         if route.shadow or not chosen:
             price = route.champion.predict_one(policy)
             stats.champion_quotes += 1
+            recorded = False
             if route.shadow:
                 if chosen:
                     self._submit(route, policy, CHAMPION, price, quote_id, endpoint)
+                    recorded = quote_id is not None and self._on_shadow is not None
             elif random.random() < route.rollout.guards.sample:
                 self._submit(route, policy, CHAMPION, price, None, endpoint)
-            return Priced(route.champion, CHAMPION, price)
+            return Priced(route.champion, CHAMPION, price, recorded)
         started = time.perf_counter()
         try:
             price = route.challenger.predict_one(policy)
