@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import sha256 as _sha256
 from typing import TYPE_CHECKING, Any
 
 from ratekeeper.errors import RatekeeperError
@@ -59,33 +60,48 @@ Job = tuple["Route", Mapping[str, Any], str, float, str | None, str]
 """(route, policy, the arm that priced it, its price, quote id to record or None, endpoint)."""
 
 
-@dataclass(frozen=True)
 class Route:
-    """One model's active rollout as this process serves it (rebuilt at each registry change)."""
+    """One model's active rollout as this process serves it (rebuilt at each registry change).
 
-    rollout: Rollout
-    champion: Scorer
-    challenger: Scorer
-    stats: GuardStats
-    threshold: int
-    key: str | None
-    factors: tuple[str, ...]
+    A plain slotted class with what ``price`` reads precomputed: attribute chains and frozen
+    dataclasses cost tenths of a microsecond each on a path measured in single microseconds.
+    """
 
-    @property
-    def shadow(self) -> bool:
-        return self.rollout.mode == "shadow"
+    __slots__ = (
+        "challenger", "champion", "factors", "key", "prefix", "rollout", "sample", "shadow",
+        "stats", "threshold",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        rollout: Rollout,
+        champion: Scorer,
+        challenger: Scorer,
+        stats: GuardStats,
+        threshold: int,
+        key: str | None,
+        factors: tuple[str, ...],
+    ) -> None:
+        self.rollout, self.champion, self.challenger, self.stats = (
+            rollout, champion, challenger, stats,
+        )  # fmt: skip
+        self.threshold, self.key, self.factors = threshold, key, factors
+        self.shadow = rollout.mode == "shadow"
+        self.sample = rollout.guards.sample
+        self.prefix = f"{rollout.name}{hashing.SEPARATOR}".encode()
 
     def challenger_gets(self, policy: Mapping[str, Any]) -> bool:
         """Canary, staged: the policy gets the challenger's price. Shadow: it is also priced by
-        the challenger in the background."""
+        the challenger in the background. (``hashing.bucket``, inlined.)"""
         if self.threshold >= hashing.BUCKETS:
             return True
         key = hashing.policy_key(policy, self.key, self.factors)
-        return hashing.bucket(self.rollout.name, key) < self.threshold
+        digest = _sha256(self.prefix + key.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % hashing.BUCKETS < self.threshold
 
 
-@dataclass(frozen=True)
-class Priced:
+@dataclass(slots=True)
+class Priced:  # not frozen: a frozen dataclass costs ~0.9 µs to make here, a slotted one ~0.2
     scorer: Scorer
     arm: str
     price: float
@@ -141,7 +157,7 @@ class RolloutEngine:
                 if chosen:
                     self._submit(route, policy, CHAMPION, price, quote_id, endpoint)
                     recorded = quote_id is not None and self._on_shadow is not None
-            elif random.random() < route.rollout.guards.sample:
+            elif route.sample and random.random() < route.sample:
                 self._submit(route, policy, CHAMPION, price, None, endpoint)
             return Priced(route.champion, CHAMPION, price, recorded)
         started = time.perf_counter()
@@ -156,7 +172,7 @@ class RolloutEngine:
             return Priced(route.champion, CHAMPION, fallback)
         stats.times_ms.append((time.perf_counter() - started) * 1000)
         stats.challenger_quotes += 1
-        if random.random() < route.rollout.guards.sample:
+        if route.sample and random.random() < route.sample:
             self._submit(route, policy, CHALLENGER, price, None, endpoint)
         return Priced(route.challenger, CHALLENGER, price)
 
