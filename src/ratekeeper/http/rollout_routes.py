@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from ratekeeper.errors import InvalidInputError, NotFoundError
+from ratekeeper.http.access import require as require_role
 from ratekeeper.http.auth import AUTH_ERRORS, TokenAuth, off_loop, read_json_off_loop, require
 from ratekeeper.http.errors import HTTPProblem, json_response
 from ratekeeper.rollouts import report
@@ -62,6 +63,9 @@ def add_rollout_routes(
         summary="Record whether a quote was taken up, and its written premium (token: outcome)",
     )
     async def outcome(request: Request, quote_id: str) -> Response:
+        # The role is checked whatever the registry's policy (like the read doors, access.py):
+        # a rating server is reachable by more people than the registry's own users.
+        await off_loop(lambda: require_role(auth, request, "outcome"))
         actor = await off_loop(lambda: auth.acting(request))
         body = await _object(request)
         unknown = sorted(set(body) - {"taken_up", "written_premium"})
