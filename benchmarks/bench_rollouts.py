@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help="also the open-loop serving runs")
     parser.add_argument("--seconds", type=float, default=20.0, help="each open-loop run")
     args = parser.parse_args(argv)
+    import ratekeeper as rk
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "registry"
         os.environ.setdefault("RATEKEEPER_USER", "bench")
@@ -149,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         bodies.write_text("\n".join(json.dumps(p) for p in policies[:5000]) + "\n")
         rows = []
         for label in ("no rollout", "100 % shadow"):
-            if label != "no rollout":
-                registry.start_rollout(MODEL, 2, mode="shadow")
+            if label != "no rollout":  # guards wide open: the shadow must run to the end
+                calm = rk.Guards(median_ratio=(0.2, 5.0), move=4.0, max_p99_ms=1000)
+                registry.start_rollout(MODEL, 2, mode="shadow", guards=calm)
             result = serve_cell(folder, bodies, args.seconds)
             rows.append((label, result))
         print(f"\n## Quote latency at an offered 1,000 quotes/s, 2 workers ({args.seconds:g} s)\n")
@@ -165,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
                 + " | ".join(cells)
                 + " |"
             )
+        from ratekeeper.engine.ledger import read_ledger
+
+        quotes = read_ledger(folder / "ledger", model=MODEL).to_pylist()
+        shadowed = sum(q["shadow_prediction"] is not None for q in quotes)
+        print(f"\nledger: {len(quotes):,} quotes, {shadowed:,} with the shadow's price beside")
+        print(f"the shadow: {registry.get_rollout(MODEL).status}")
         base, shadow = rows[0][1]["latency_ms"]["p99"], rows[1][1]["latency_ms"]["p99"]
         if base and shadow:
             print(f"\np99 with a 100 % shadow: {100 * (shadow / base - 1):+.1f} % of no rollout")
