@@ -234,7 +234,7 @@ def test_the_remote_client_starts_and_moves_rollouts_and_posts_outcomes(team, po
         )  # fmt: skip
         with pytest.raises(rk.ConflictError, match="is already recorded"):
             dave.record_outcome(quote_id, taken_up=False)
-        with pytest.raises(rk.PermissionDeniedError, match="may not outcome"):
+        with pytest.raises(rk.PermissionDeniedError, match="may not record quote outcomes"):
             vic.record_outcome("01JD0000000000000000000001", taken_up=False)
         with pytest.raises(rk.InvalidInputError, match="a quote id is 26 characters"):
             dave.record_outcome("nope", taken_up=False)

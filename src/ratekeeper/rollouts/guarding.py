@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -65,8 +66,7 @@ class GuardStats:
         self.above += ratio > high
         moved = abs(ratio - 1) > move
         self.moved += moved
-        index = sum(1 for edge in RATIO_EDGES if ratio >= edge)
-        self.histogram[index] += 1
+        self.histogram[bisect_right(RATIO_EDGES, ratio)] += 1
         for field in self.segment_fields:
             level = str(policy.get(field))
             cell = self.segments.get((field, level))
