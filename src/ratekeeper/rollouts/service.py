@@ -231,7 +231,10 @@ class RolloutActions(ActingSession):
                         )
                     )
                 else:
-                    _promote(conn, current, STEP_ACTOR, "the last step baked")
+                    try:
+                        _promote(conn, current, STEP_ACTOR, "the last step baked")
+                    except ConflictError as refused:  # Production moved meanwhile: stop here
+                        _end(conn, current, STEP_ACTOR, "abort", "aborted", refused.message)
                     moved.append(records.by_id(conn, current.id))
         return moved
 
