@@ -105,7 +105,13 @@ def resume(obj: Any, name: str, comment: str | None) -> None:
 
 @rollout.command()
 @click.argument("name")
-@click.option("--reason", "-m", required=True, help="Why (kept in the audit trail).")
+@click.option(
+    "--reason",
+    "-m",
+    default="aborted from the command line",
+    show_default=True,
+    help="Why (kept in the audit trail).",
+)
 @click.pass_obj
 def abort(obj: Any, name: str, reason: str) -> None:
     """Stop the rollout: the challenger gets no more quotes."""
