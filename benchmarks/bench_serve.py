@@ -8,7 +8,8 @@ into a temporary MLflow registry, and serves it three ways, each as real process
 
 1. ``ratekeeper --registry FOLDER serve --workers 2`` (and ``--workers 1``);
 2. ``mlflow models serve --env-manager local`` (``--workers 1`` and ``2``);
-3. the HTTP floor: ``benchmarks/floor_app.py``, a constant answer on the same stack.
+3. the HTTP floor: ``benchmarks/floor_app.py``, a constant answer on the same server stack:
+   a bare Starlette route (the floor), and the same route in FastAPI (a second reference).
 
 For each: closed-loop throughput and p50/p99 latency at concurrency 1, 8 and 32 (wrk), and
 open-loop latency at a fixed offered rate of 200 and 1,000 quotes/s (``benchmarks/openloop.py``,
@@ -67,7 +68,9 @@ HERE = Path(__file__).resolve().parent
 MODEL = "frequency"
 RATES = (200, 1000)
 MAX_WRK_REQUESTS = 100_000  # per wrk cell, on top of its duration
-SERVERS = ("ratekeeper", "ratekeeper-nodrift", "ratekeeper-noledger", "floor", "mlflow")
+SERVERS = ("ratekeeper", "ratekeeper-nodrift", "ratekeeper-noledger", "floor", "floor-fastapi",
+           "mlflow")
+QUICK_SERVERS = ("ratekeeper", "floor", "floor-fastapi")
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(cell_seconds=2.0, rounds=1, rate_seconds=3.0, warmup_seconds=1.0, ready_runs=2,
+        return cls(cell_seconds=3.0, rounds=1, rate_seconds=5.0, warmup_seconds=1.0, ready_runs=1,
                    mlflow_ready_runs=1, locust_seconds=0, ledger_rounds=1)
 
 
@@ -259,15 +262,19 @@ def post(port: int, path: str, body: bytes) -> tuple[int, Any]:
         conn.close()
 
 
-def wrk(url: str, script: Path, connections: int, seconds: float) -> Closed:
-    threads = min(connections, 2)
-    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
-               "--timeout", "5s", "-s", str(script), url]
+def wrk(url: str, script: Path, connections: int, seconds: float, threads: int = 2,
+        cores: str | None = None) -> Closed:
+    """One closed-loop wrk run; ``cores``: pin wrk to these CPUs (taskset -c)."""
+    command = ["wrk", "-t", str(min(connections, threads)), "-c", str(connections), "-d",
+               f"{max(1, round(seconds))}s", "--timeout", "5s", "-s", str(script), url]
+    if cores is not None:
+        command = ["taskset", "-c", cores, *command]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
                           check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:500]}")
+        raise RuntimeError(f"wrk failed ({done.returncode}): "
+                           f"{(done.stderr or done.stdout).strip()[:500]}")
     r = json.loads(lines[-1])
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
     return Closed(connections, r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1e3,
@@ -325,7 +332,8 @@ class Setup:
                      "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
                      "-w", str(workers)], "/invocations", "/ping", env)
         return ([self.python, str(HERE / "floor_app.py"), "--port", str(port), "--workers",
-                 str(workers)], f"/v1/models/{MODEL}/quote", "/readyz", env)
+                 str(workers), "--kind", "fastapi" if kind == "floor-fastapi" else "starlette"],
+                f"/v1/models/{MODEL}/quote", "/readyz", env)
 
     def body(self, kind: str, policy: dict[str, Any]) -> str:
         if kind == "mlflow":
@@ -356,7 +364,7 @@ def check_answer(setup: Setup, kind: str, port: int, path: str) -> None:
     status, body = post(port, path, setup.body(kind, setup.policies[0]).encode())
     if status != 200:
         raise RuntimeError(f"{kind}: a quote answered HTTP {status}: {str(body)[:300]}")
-    if kind == "floor":
+    if kind.startswith("floor"):
         return
     got = body["prediction"] if kind.startswith("ratekeeper") else body["predictions"][0]
     if not math.isclose(got, setup.expected, rel_tol=1e-4):
@@ -374,7 +382,8 @@ class Live:
     bodies: Path
     command: tuple[list[str], str, dict[str, str]]  # argv, ready path, environment
     server: Server | None = None
-    rounds: dict[int, list[tuple[Closed, list[float], float]]] = field(default_factory=dict)
+    rounds: dict[int, list[tuple[Closed, list[float], float, list[float]]]] = field(
+        default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -385,7 +394,9 @@ def prepare_server(setup: Setup, kind: str, workers: int) -> Live:
     label = {"ratekeeper": "ratekeeper serve", "mlflow": "mlflow models serve",
              "ratekeeper-noledger": "ratekeeper serve --no-ledger",
              "ratekeeper-nodrift": "ratekeeper serve --drift-interval 0",
-             "floor": "HTTP floor (constant)"}[kind] + f", {workers} worker{'s' * (workers > 1)}"
+             "floor": "HTTP floor: bare Starlette (constant)",
+             "floor-fastapi": "FastAPI constant answer"}[kind]
+    label += f", {workers} worker{'s' * (workers > 1)}"
     port = free_port()
     command, path, ready, env = setup.command(kind, port, workers)
     script = setup.tmp / f"{kind}.lua"
@@ -419,10 +430,12 @@ def closed_cell(live: Live, c: int, seconds: float) -> None:
     cell = wrk(live.url, live.script, c, seconds)
     elapsed = time.perf_counter() - t0
     after = cpu_seconds(pids)
-    shares = sorted(((after[p] - before[p]) / elapsed for p in after if p in before),
-                    reverse=True)
+    used = sorted((after[p] - before[p] for p in after if p in before), reverse=True)
+    shares = [seconds / elapsed for seconds in used]
     others = (machine_busy() - busy) / elapsed - sum(shares) - (children_cpu() - ours) / elapsed
-    live.rounds.setdefault(c, []).append((cell, shares, max(0.0, others) / (os.cpu_count() or 1)))
+    per_request = [seconds / max(cell.requests, 1) * 1e6 for seconds in used]  # µs, each process
+    live.rounds.setdefault(c, []).append(
+        (cell, shares, max(0.0, others) / (os.cpu_count() or 1), per_request))
     say(f"{live.run.label}: c={c}: {cell.per_s:,.0f}/s, p50 {cell.p50_ms:.2f} ms, "
         f"p99 {cell.p99_ms:.2f} ms, errors {cell.errors}")
 
@@ -430,8 +443,8 @@ def closed_cell(live: Live, c: int, seconds: float) -> None:
 def keep_best(live: Live) -> None:
     """Of a cell's rounds, keep the one with the highest throughput (the least disturbed)."""
     for c, rounds in live.rounds.items():
-        cell, shares, others = max(rounds, key=lambda r: r[0].per_s)
-        live.run.closed[c], live.run.cpu[c] = cell, shares
+        cell, shares, others, per_request = max(rounds, key=lambda r: r[0].per_s)
+        live.run.closed[c], live.run.cpu[c], live.run.cpu_us[c] = cell, shares, per_request
         live.run.others.append(others)
 
 
@@ -582,7 +595,8 @@ def measure(setup: Setup, servers: set[str]
     schedule = [("ratekeeper", 2, RATES), ("ratekeeper-nodrift", 2, (1000,)),
                 ("ratekeeper-noledger", 2, RATES),
                 ("ratekeeper", 1, RATES), ("floor", 2, RATES),
-                ("floor", 1, ()), ("mlflow", 1, RATES), ("mlflow", 2, ())]
+                ("floor", 1, ()), ("floor-fastapi", 2, ()), ("floor-fastapi", 1, ()),
+                ("mlflow", 1, RATES), ("mlflow", 2, ())]
     return bench_servers(setup, [entry for entry in schedule if entry[0] in servers]), ready
 
 
@@ -626,14 +640,17 @@ def ledger_summary(root: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short cells, to check the script")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"short cells, one round, only {', '.join(QUICK_SERVERS)} unless "
+                        "--servers says otherwise (a few minutes)")
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
-    parser.add_argument("--servers", default=",".join(SERVERS),
-                        help=f"which of {', '.join(SERVERS)} to measure")
+    parser.add_argument("--servers",
+                        help=f"which of {', '.join(SERVERS)} to measure (default: all)")
     parser.add_argument("--no-locust", action="store_true", help="skip the locust smoke run")
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
-    servers = set(args.servers.split(","))
+    servers = set(args.servers.split(",") if args.servers else
+                  QUICK_SERVERS if args.quick else SERVERS)
     if not servers <= set(SERVERS):
         parser.error(f"unknown servers: {', '.join(sorted(servers))}")
     if not DATA.exists():

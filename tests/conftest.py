@@ -23,6 +23,7 @@ from ratekeeper.synthetic import (
     motor_portfolio,
 )
 from registries import TEST_KEY, open_registry
+from s3_server import MotoS3, moto_session, s3_environment
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -77,6 +78,19 @@ def registry(registry_uri: str | Path, tmp_path: Path) -> Iterator[ratekeeper.Re
 
 
 @pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    """A real S3-compatible server (moto) on 127.0.0.1 for the session."""
+    yield from moto_session()
+
+
+@pytest.fixture
+def s3_location(moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``s3://<a new bucket>/team``, with the S3 environment of a team-mode server set."""
+    s3_environment(monkeypatch, moto_s3.endpoint)
+    return f"s3://{moto_s3.new_bucket()}/team"
+
+
+@pytest.fixture(scope="session")
 def portfolio() -> Any:
     """3,000 synthetic motor policies (shared by the session: do not modify it)."""
     return motor_portfolio(3000)
@@ -105,3 +119,19 @@ def motor_glm(portfolio: Any) -> Any:
     frequency = portfolio["claim_count"] / portfolio["exposure"]
     model.fit(portfolio[list(RATING_FACTORS)], frequency, glm__sample_weight=portfolio["exposure"])
     return model
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of one test module's own, for tests that stop and restart it."""
+    reason = unavailable_reason()
+    if reason is not None:
+        if os.environ.get("RATEKEEPER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"RATEKEEPER_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -75,29 +75,42 @@ class PostgresServer:
         )
         for _attempt in range(3):  # a free port can be taken before the server binds it
             self.port = _free_port()
-            options = (
-                f"-p {self.port} -c listen_addresses=127.0.0.1 "
-                f"-c unix_socket_directories={self.base} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
-            started = self._run(
-                "pg_ctl",
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.log),
-                "-w",
-                "-t",
-                str(_TIMEOUT_S),
-                "-o",
-                options,
-                "start",
-                check=False,
-            )
+            started = self._start_on_port()
             if started.returncode == 0:
                 return
         log = self.log.read_text(errors="replace") if self.log.exists() else ""
         raise RuntimeError(f"the test PostgreSQL server did not start:\n{started.stdout}\n{log}")
+
+    def _start_on_port(self) -> subprocess.CompletedProcess[str]:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 "
+            f"-c unix_socket_directories={self.base} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        return self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            str(_TIMEOUT_S),
+            "-o",
+            options,
+            "start",
+            check=False,
+        )
+
+    def shut_down(self) -> None:
+        """Stop the server as an operator would (clients are disconnected); data kept."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def start_again(self) -> None:
+        """Start the server again after ``shut_down``, on the same port."""
+        started = self._start_on_port()
+        if started.returncode != 0:
+            raise RuntimeError(f"the test PostgreSQL server did not restart:\n{started.stdout}")
 
     def stop(self) -> None:
         try:

@@ -24,8 +24,13 @@ def free_port() -> int:
 
 @contextmanager
 def rating_server(
-    registry_folder: Path, *args: str, workers: int = 2, timeout: float = 60.0
+    registry_folder: Path,
+    *args: str,
+    workers: int = 2,
+    timeout: float = 60.0,
+    registry: str | None = None,
 ) -> Iterator[int]:
+    """``registry``: a registry URL to serve instead of the folder (which then keeps the log)."""
     port = free_port()
     # The form the rating-engine issue gives: `ratekeeper serve --registry URI ...`.
     command = [
@@ -34,7 +39,7 @@ def rating_server(
         "ratekeeper",
         "serve",
         "--registry",
-        str(registry_folder),
+        registry or str(registry_folder),
         "--port",
         str(port),
         "--workers",

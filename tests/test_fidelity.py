@@ -103,6 +103,13 @@ def test_lightgbm_with_categorical_factors_round_trips_to_1e5(book, registry) ->
     rows = book[[*BE_FACTORS, "expo"]].iloc[:100].to_dict("records")
     singles = np.array([scorer.predict_one(r) for r in rows])
     assert relative_error(singles, expected[:100]) < 1e-5
+    # A quote goes through arrays bound to the session once; a book through a fresh matrix: the
+    # same float32 inputs, the same prices to the bit.
+    assert singles.tolist() == scorer.predict(pd.DataFrame(rows)).tolist()
+    bound = scorer._predictor._bound  # type: ignore[attr-defined]
+    assert bound is not None
+    with bound.lock:  # another thread is using the bound arrays: the allocating path, same prices
+        assert [scorer.predict_one(r) for r in rows[:10]] == singles[:10].tolist()
 
 
 def test_xgboost_on_numeric_factors_round_trips_to_1e5(book, registry) -> None:

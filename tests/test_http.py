@@ -119,13 +119,6 @@ def test_the_error_body_shape_is_pinned(client, policy) -> None:
         (f"/v1/models/{MODEL}/quote", b'{"a": "' + b"x" * 30_000 + b'"}', 413, "payload_too_large"),
         (f"/v1/models/{MODEL}/score", b'{"policies": 3}', 422, "invalid_input"),
         (f"/v1/models/{MODEL}/score", json.dumps([{}] * 51).encode(), 413, "payload_too_large"),
-        (
-            "/invocations",
-            b'{"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}',
-            422,
-            "invalid_input",
-        ),
-        ("/invocations", b'{"pandas": []}', 422, "invalid_input"),
         ("/v1/nowhere", b"{}", 404, "not_found"),
     ],
 )
@@ -218,8 +211,24 @@ def test_health_readiness_and_metrics(client, policy) -> None:
     assert 'outcome="invalid_input",version="1"} 1.0' in text
     # Every priced policy counts, whatever the route (a rejected quote prices nothing).
     assert 'ratekeeper_policies_priced_total{model="motor_frequency",version="1"} 1.0' in text
-    assert "ratekeeper_request_duration_seconds_bucket" in text
+    ok = 'endpoint="quote",model="motor_frequency",outcome="ok",version="1"'
+    assert f"ratekeeper_request_duration_seconds_count{{{ok}}} 1.0" in text
     assert 'ratekeeper_served_version{model="motor_frequency",slot="challenger"} 2.0' in text
+    # Counted on the hot path in plain lists, folded into the metrics at each scrape: a second
+    # scrape adds nothing twice, and a third quote shows up in the histogram's one bucket.
+    client.post(f"/v1/models/{MODEL}/quote", json=policy)
+    text = client.get("/metrics").text
+    assert f"ratekeeper_requests_total{{{ok}}} 2.0" in text
+    assert f"ratekeeper_request_duration_seconds_count{{{ok}}} 2.0" in text
+    buckets = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ratekeeper_request_duration_seconds_bucket{")
+        and 'endpoint="quote"' in line
+        and 'outcome="ok"' in line
+    ]
+    assert len(buckets) == 13 and buckets[-1] == 2.0 and buckets == sorted(buckets)
+    assert 'ratekeeper_policies_priced_total{model="motor_frequency",version="1"} 2.0' in text
 
 
 def test_a_server_that_is_still_loading_says_so(world, policy) -> None:

@@ -246,7 +246,12 @@ def test_the_rating_server_records_every_price_and_replay_reproduces_it(tmp_path
             if os.path.isdir(ledger) and read_ledger(ledger).num_rows == 14:
                 break
             time.sleep(0.1)
-        status, metrics = request(port, "GET", "/metrics")
+        priced = 'ratekeeper_policies_priced_total{model="motor_frequency",version="1"} 13.0'
+        while time.monotonic() < deadline:  # each worker folds its counts every 0.25 s
+            status, metrics = request(port, "GET", "/metrics")
+            if priced in metrics:
+                break
+            time.sleep(0.1)
     table = read_ledger(ledger)
     assert table.num_rows == 8 + 2 + 1 + 3  # the rejected policies were not priced: no record
     assert sorted(table.column("endpoint").to_pylist()) == ["invocations"] * 3 + ["quote"] * 10 + [
@@ -300,7 +305,7 @@ def test_the_rating_server_records_every_price_and_replay_reproduces_it(tmp_path
     assert missing.stderr.count("\n") == 1
     assert 'ratekeeper_ledger_rows_total{outcome="written"}' in metrics
     # every priced policy of version 1: 8 quotes, 2 in /score, 3 through /invocations
-    assert 'ratekeeper_policies_priced_total{model="motor_frequency",version="1"} 13.0' in metrics
+    assert priced in metrics
 
 
 def test_a_replay_that_differs_exits_1(tmp_path) -> None:

@@ -25,20 +25,55 @@ from ratekeeper import (
     Registry,
     Stage,
 )
+from ratekeeper.artifacts import LocalBlobStore
 from ratekeeper.packaging.package import Package, build_package
 from ratekeeper.synthetic import AREAS, COVERS, FUELS, RATING_FACTORS
 from remote_server import remote_registry
 
 
-@pytest.fixture(params=["embedded", "remote"])
+@pytest.fixture(params=["embedded", "remote", "s3-artifacts"])
 def registry(request: pytest.FixtureRequest, registry: Registry) -> Iterator[Registry]:
     """Every contract test on each backend, embedded and through the remote client (a rating
-    server over that registry: the team-mode path)."""
+    server over that registry: the team-mode path), and embedded with its artifacts on a real
+    S3 server (moto)."""
     if request.param == "remote":
         with remote_registry(registry) as remote:
             yield remote
+    elif request.param == "s3-artifacts":
+        # Still empty: another store may be given (a registry with versions refuses one that
+        # lacks them, tests/test_artifacts.py).
+        on_s3 = Registry(registry.url, artifacts=request.getfixturevalue("s3_location"))
+        yield on_s3.as_user("alice")
+        on_s3.close()
     else:
         yield registry
+
+
+# Raw access to the stored blobs, as someone with access to the folder or the bucket has it.
+def stored_blob(registry: Registry, digest: str) -> bytes:
+    blobs = registry.blobs
+    if isinstance(blobs, LocalBlobStore):
+        return blobs.path(digest).read_bytes()
+    data = blobs.objects.get(blobs.key(digest))
+    assert data is not None
+    return data
+
+
+def overwrite_blob(registry: Registry, digest: str, data: bytes) -> None:
+    blobs = registry.blobs
+    if isinstance(blobs, LocalBlobStore):
+        blobs.path(digest).chmod(0o644)
+        blobs.path(digest).write_bytes(data)
+    else:
+        blobs.objects.put(blobs.key(digest), data)
+
+
+def remove_blob(registry: Registry, digest: str) -> None:
+    blobs = registry.blobs
+    if isinstance(blobs, LocalBlobStore):
+        blobs.path(digest).unlink()
+    else:
+        blobs.objects.delete(blobs.key(digest))
 
 
 def register(
@@ -122,9 +157,9 @@ def test_a_version_carries_its_package_facts_and_lineage(
 
     # The digest is the SHA-256 of the stored manifest, and the manifest describes the version.
     assert re.fullmatch(r"[0-9a-f]{64}", version.artifact_digest)
-    blob = registry.blobs.path(version.artifact_digest)
-    assert blob.is_relative_to(tmp_path / "artifacts")
-    stored = blob.read_bytes()
+    stored = stored_blob(registry, version.artifact_digest)
+    if isinstance(registry.blobs, LocalBlobStore):
+        assert registry.blobs.path(version.artifact_digest).is_relative_to(tmp_path / "artifacts")
     assert hashlib.sha256(stored).hexdigest() == version.artifact_digest
     manifest = json.loads(stored)
     assert manifest["flavor"] == "glm"
@@ -188,6 +223,11 @@ def test_identical_content_is_stored_once(
 
     assert (first.version, second.version) == (1, 2)
     assert first.artifact_digest == second.artifact_digest
+    blobs = registry.blobs
+    if not isinstance(blobs, LocalBlobStore):  # on S3: one object, under its digest
+        listed = [key for key, _size in blobs.objects.list("sha256/")]
+        assert listed == [blobs.key(first.artifact_digest)]
+        return
     files = blob_files(tmp_path / "artifacts")
     assert [f.name for f in files] == [first.artifact_digest]
     assert files[0].stat().st_mode & 0o777 == 0o400  # write-once, the owner's only
@@ -546,11 +586,9 @@ def test_a_corrupted_blob_is_refused_naming_the_version(
     register(registry, motor_glm, portfolio)
     version = register(registry, motor_glm, portfolio, name="home")
     registry.set_alias("home", "champion", 1)
-    blob = registry.blobs.path(version.artifact_digest)
-    blob.chmod(0o644)
-    data = bytearray(blob.read_bytes())
+    data = bytearray(stored_blob(registry, version.artifact_digest))
     data[len(data) // 2] ^= 0x01
-    blob.write_bytes(bytes(data))
+    overwrite_blob(registry, version.artifact_digest, bytes(data))
 
     digest = version.artifact_digest[:12]
     with pytest.raises(
@@ -566,7 +604,7 @@ def test_a_missing_blob_is_refused_naming_the_version(
 ) -> None:
     register(registry, motor_glm, portfolio)
     version = register(registry, motor_glm, portfolio)
-    registry.blobs.path(version.artifact_digest).unlink()
+    remove_blob(registry, version.artifact_digest)
 
     digest = version.artifact_digest[:12]
     with pytest.raises(

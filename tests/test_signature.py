@@ -174,3 +174,53 @@ def test_problem_reports_are_capped_but_every_bad_row_is_marked(signature, book)
     assert report.n_problems == len(frame) == 4000
     assert len(report.problems) == 1000
     assert report.bad_rows.all()
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        ValidationPolicy(),
+        ValidationPolicy(out_of_range="clip", unseen_level="allow", unknown_field="ignore"),
+        ValidationPolicy(out_of_range="allow"),
+    ],
+)
+def test_the_compiled_row_check_finds_what_the_field_by_field_check_finds(
+    signature, policy
+) -> None:
+    """check_row accepts most values with one precompiled test per field and sends the rest to
+    _check_value: its answer must be _check_value's, for every kind of value."""
+    checked = signature.with_policy(policy)
+    values = [
+        "C", "Z", "", 40, 40.0, 40.5, 17, 1000, -1, 0, 0.0, -0.0, 5e-324, 2**53 + 1, 2**64,
+        1e308, True, False, None, math.nan, math.inf, -math.inf, np.int64(40), np.float32(1.5),
+        [1], {"a": 1},
+    ]  # fmt: skip
+    for field in checked.fields:
+        for value in values:
+            row: dict[str, object] = good_policy() | {field.name: value}
+            clipped: list[str] = []
+            expected = []
+            expected_clipped = []
+            for f in checked.fields:
+                problem = checked._check_value(f, row.get(f.name, _missing()), None)
+                if problem is not None and problem.code == "clipped":
+                    expected_clipped.append(f.name)
+                elif problem is not None:
+                    expected.append(problem)
+            assert checked.check_row(row, clipped=clipped) == expected, (field.name, value)
+            assert clipped == expected_clipped, (field.name, value)
+        missing = good_policy()
+        missing.pop(field.name, None)
+        assert [p.code for p in checked.check_row(missing)] == (
+            [] if field.nullable else ["missing"]
+        )
+    unknown = checked.check_row(good_policy() | {"colour": "red"})
+    assert [p.code for p in unknown] == (
+        [] if policy.unknown_field == "ignore" else ["unknown_field"]
+    )
+
+
+def _missing() -> object:
+    from ratekeeper.packaging.signature import _MISSING
+
+    return _MISSING

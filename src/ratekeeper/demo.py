@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ratekeeper.artifacts import LocalBlobStore
 from ratekeeper.cli.output import console, table
 from ratekeeper.errors import NotFoundError, PermissionDeniedError
 from ratekeeper.registry.registry import Registry
@@ -95,7 +96,7 @@ def run_demo(
     registry = admin
     console.print(
         f"[bold]ratekeeper demo[/] — {registry!r} ({registry.policy}), "
-        f"artifacts in {registry.blobs.root}"
+        f"artifacts in {registry.blobs.location}"
     )
     book = motor_portfolio(n_policies, seed=7)
     train, holdout = book.iloc[: int(0.8 * n_policies)], book.iloc[int(0.8 * n_policies) :]
@@ -212,7 +213,7 @@ def run_demo(
     from ratekeeper.packaging.tables import write_rating_tables
     from ratekeeper.validation.report import render_html
 
-    folder = out or registry.blobs.root.parent / "demo" / f"{MODEL}-v{glm_version.version}"
+    folder = out or _beside_artifacts(registry) / "demo" / f"{MODEL}-v{glm_version.version}"
     folder.mkdir(parents=True, exist_ok=True)
     holdout.to_parquet(folder / "holdout.parquet", index=False)
     written = write_rating_tables(registry.load_package(glm_version), folder / "tables")
@@ -238,7 +239,13 @@ def run_demo(
 
 
 def tokens_folder(registry: Registry) -> Path:
-    return registry.blobs.root.parent / "demo-tokens"
+    return _beside_artifacts(registry) / "demo-tokens"
+
+
+def _beside_artifacts(registry: Registry) -> Path:
+    """The folder above a local artifact store (the registry's home); with S3, the home."""
+    blobs = registry.blobs
+    return blobs.root.parent if isinstance(blobs, LocalBlobStore) else registry.settings.home
 
 
 def open_demo_team(

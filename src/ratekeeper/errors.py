@@ -70,6 +70,24 @@ class UnavailableError(RatekeeperError):
     code = "unavailable"
 
 
+class StoreUnavailableError(UnavailableError):
+    """The artifact store (S3-compatible object storage) cannot be reached: retried, then this."""
+
+
+class StoreAccessDeniedError(StoreUnavailableError):
+    """The artifact store refused the server's credentials, or has no such bucket."""
+
+
+class SchemaVersionError(UnavailableError):
+    """The registry's database schema is older (run ``ratekeeper migrate``) or newer (upgrade
+    ratekeeper) than the one this code reads and writes."""
+
+    def __init__(self, message: str, *, found: str, needed: str) -> None:
+        super().__init__(message)
+        self.found = found
+        self.needed = needed
+
+
 class IntegrityError(RatekeeperError):
     """Stored content does not match its digest, or is missing: never score with it."""
 

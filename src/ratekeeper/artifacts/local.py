@@ -56,6 +56,11 @@ class LocalBlobStore:
     def __repr__(self) -> str:
         return f"LocalBlobStore({str(self.root)!r})"
 
+    @property
+    def location(self) -> str:
+        """The folder, as the registry records it and ``Registry(artifacts=...)`` takes it."""
+        return str(self.root)
+
     def path(self, digest: str) -> Path:
         check_digest(digest)
         return self.root / "sha256" / digest[:2] / digest
@@ -64,6 +69,7 @@ class LocalBlobStore:
         digest = sha256_hex(data)
         final = self.path(digest)
         if final.exists():
+            self.get(digest)  # stored already: it must be these bytes (a planted file is refused)
             return digest
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # the owner's only
         for folder in (self.root / "sha256", final.parent):

@@ -155,7 +155,7 @@ def request(
             f"a {stage} request runs the promotion gates: give the holdout with --holdout FILE "
             "(Parquet or CSV with the observed claims)"
         )
-    frame = _read_table(holdout) if holdout is not None else None
+    frame = read_table(holdout) if holdout is not None else None
     plan = None
     if rollout is not None:
         from ratekeeper.rollouts.plan import RolloutPlan
@@ -323,12 +323,19 @@ def audit_log(obj: Any, model: str | None, limit: int | None) -> None:
     )
 
 
-def _read_table(path: Path) -> Any:
+def read_table(path: Path) -> Any:
+    """A holdout file (CSV by its suffix, else Parquet); one line when it cannot be read."""
     import pandas as pd
 
-    if path.suffix.lower() in (".csv", ".txt"):
-        return pd.read_csv(path)
-    return pd.read_parquet(path)
+    try:
+        if path.suffix.lower() in (".csv", ".txt"):
+            return pd.read_csv(path)
+        return pd.read_parquet(path)
+    except (ValueError, OSError) as exc:  # pyarrow's and pandas' parse errors are ValueErrors
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise InvalidInputError(
+            f"cannot read the holdout {path.name}: {type(exc).__name__}: {first}"
+        ) from None
 
 
 COMMANDS = [users, enroll, tokens, request, approve, reject, requests, report, audit]

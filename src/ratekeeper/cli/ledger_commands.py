@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ratekeeper.cli.output import pairs, table
 from ratekeeper.engine import ledger as quote_ledger
+from ratekeeper.engine.ledger_store import ledger_objects, ledger_view, open_ledger_objects
 from ratekeeper.engine.ledger_verify import verify_ledger, verify_segment
 from ratekeeper.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from ratekeeper.artifacts.s3 import S3Objects
 
 ledger_option = click.option(
     "--ledger",
     "ledger_dir",
     metavar="PATH",
-    type=click.Path(file_okay=False),
-    help="Quote ledger folder [default: $RATEKEEPER_LEDGER, else ledger/ beside the registry].",
+    help="Quote ledger folder (or s3://bucket/prefix/ledger) [default: $RATEKEEPER_LEDGER, "
+    "else ledger/ beside the registry; with the artifacts on S3, their ledger/ too].",
 )
 
 
@@ -27,6 +33,21 @@ def ledger_root(obj: Any, ledger_dir: str | None) -> Path:
     if ledger_dir:
         return Path(ledger_dir)
     return quote_ledger.default_root(obj.settings, obj.registry.url)
+
+
+@contextlib.contextmanager
+def ledger_source(obj: Any, ledger_dir: str | None, **filters: Any) -> Iterator[Path]:
+    """A folder to read the ledger from. With the registry's artifacts on S3 (or ``--ledger
+    s3://...``), the store's segments and chains in range, the local spool over them."""
+    objects: S3Objects | None
+    root: Path | None
+    if ledger_dir and ledger_dir.startswith("s3://"):
+        objects, root = open_ledger_objects(ledger_dir, obj.settings), None
+    else:
+        root = ledger_root(obj, ledger_dir)
+        objects = ledger_objects(getattr(obj.registry, "blobs", None))
+    with ledger_view(root, objects, **filters) as view:
+        yield view
 
 
 @click.group()
@@ -41,7 +62,9 @@ def ledger() -> None:
 @click.pass_obj
 def ledger_show(obj: Any, quote_id: str, ledger_dir: str | None, as_json: bool) -> None:
     """One quote: when, which model version and route, the inputs, the price, who approved it."""
-    record = quote_ledger.find_quote(ledger_root(obj, ledger_dir), quote_id)
+    quoted = quote_ledger.quote_time(quote_id)
+    with ledger_source(obj, ledger_dir, since=quoted, until=quoted) as root:
+        record = quote_ledger.find_quote(root, quote_id)
     approval = _approval(obj.registry, record)
     if as_json:
         click.echo(json.dumps(_jsonable({**record, "approval": approval}), indent=2))
@@ -78,12 +101,9 @@ def ledger_list(
     limit: int,
 ) -> None:
     """The most recent quotes, newest last, and how many there were."""
-    found = quote_ledger.read_ledger(
-        ledger_root(obj, ledger_dir),
-        model=model,
-        version=version,
-        since=quote_ledger.parse_since(since),
-    )
+    moment = quote_ledger.parse_since(since)
+    with ledger_source(obj, ledger_dir, model=model, version=version, since=moment) as root:
+        found = quote_ledger.read_ledger(root, model=model, version=version, since=moment)
     rows = (
         found.select(
             ["quote_id", "quoted_at", "model", "version", "endpoint", "route", "prediction"]
@@ -113,12 +133,9 @@ def ledger_verify(obj: Any, ledger_dir: str | None, model: str | None, since: st
     Exits 0 when intact (also without a signing key, when the seals cannot be checked: the line
     says so), 1 naming the first segment that fails and why.
     """
-    result = verify_ledger(
-        ledger_root(obj, ledger_dir),
-        obj.registry.signing_key,
-        since=quote_ledger.parse_since(since) if since else None,
-        model=model,
-    )
+    moment = quote_ledger.parse_since(since) if since else None
+    with ledger_source(obj, ledger_dir, model=model, since=moment) as root:
+        result = verify_ledger(root, obj.registry.signing_key, since=moment, model=model)
     click.echo(result.summary())
     if not result.intact:
         raise SystemExit(1)
@@ -135,11 +152,12 @@ def replay(obj: Any, quote_id: str, ledger_dir: str | None) -> None:
     intact (or not yet sealed, which it says); 1 when the price differs or the segment fails
     verification (the record may have been rewritten: the result is not called identical).
     """
-    root = ledger_root(obj, ledger_dir)
-    record, segment = quote_ledger.locate_quote(root, quote_id)
+    quoted = quote_ledger.quote_time(quote_id)
+    with ledger_source(obj, ledger_dir, since=quoted, until=quoted) as root:
+        record, segment = quote_ledger.locate_quote(root, quote_id)
+        check = verify_segment(root, segment, obj.registry.signing_key)
     scorer = obj.registry.load_model(f"models:/{record['model']}/{record['version']}")
     replayed = scorer.predict_one(record["inputs"])
-    check = verify_segment(root, segment, obj.registry.signing_key)
     same = replayed == record["prediction"] and check.state != "failed"
     if check.state == "failed":
         result = "NOT VERIFIED: the record fails verification, so it proves nothing"

@@ -18,6 +18,7 @@ from ratekeeper.cli import (
     registry_commands,
     rollout_commands,
 )
+from ratekeeper.cli.check_command import check
 from ratekeeper.cli.output import errors
 from ratekeeper.cli.serve import serve
 from ratekeeper.errors import RatekeeperError
@@ -65,7 +66,12 @@ class Context:
     help="Registry folder, sqlite:/// or postgresql+psycopg:// URL, or a rating server's "
     "http(s):// address [default: $RATEKEEPER_HOME, ./.ratekeeper].",
 )
-@click.option("--artifacts", metavar="PATH", help="Artifact folder (default: the registry's own).")
+@click.option(
+    "--artifacts",
+    metavar="LOCATION",
+    help="Artifact store: a folder or s3://bucket/prefix "
+    "[default: $RATEKEEPER_ARTIFACTS, else the one the registry was created with].",
+)
 @click.option(
     "--token",
     metavar="TOKEN",
@@ -100,6 +106,7 @@ for command in [
     *ledger_commands.COMMANDS,
     *monitoring_commands.COMMANDS,
     *rollout_commands.COMMANDS,
+    check,
     serve,
 ]:
     cli.add_command(command)
@@ -159,6 +166,22 @@ def init(obj: Context, admin: str, policy: str, identity: str) -> None:
     )
     click.echo(token)
     registry.close()
+
+
+@cli.command()
+@click.pass_obj
+def migrate(obj: Context) -> None:
+    """Upgrade the registry's database schema to this release's (the deployment's migration
+    step: servers refuse an older schema instead of migrating it under load). Back it up first."""
+    from ratekeeper.registry.registry import Registry
+
+    before, after = Registry.migrate(obj.uri, settings=obj.settings)
+    if before == after:
+        click.echo(f"the registry schema is already at revision {after}")
+    elif before is None:
+        click.echo(f"created the registry schema at revision {after}")
+    else:
+        click.echo(f"upgraded the registry schema from revision {before} to {after}")
 
 
 @cli.command()

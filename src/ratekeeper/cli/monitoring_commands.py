@@ -70,8 +70,9 @@ class DriftCommand(click.Command):
 @click.option("--since", metavar="AGE", help="With --ledger: quotes of the last 30m, 24h, 7d…")
 @click.option(
     "--ledger-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="With --ledger: the ledger folder [default: $RATEKEEPER_LEDGER, else by the registry].",
+    metavar="PATH",
+    help="With --ledger: the ledger folder or s3://bucket/prefix/ledger [default: "
+    "$RATEKEEPER_LEDGER, else by the registry; with the artifacts on S3, their ledger/ too].",
 )
 @click.option("--exposure", metavar="COL", help="Exposure column [default: the signature's].")
 @click.option("--warn", default=0.10, show_default=True, help="PSI from which a factor warns.")
@@ -92,7 +93,7 @@ def drift(
     data_path: Path | None,
     from_ledger: bool,
     since: str | None,
-    ledger_dir: Path | None,
+    ledger_dir: str | None,
     exposure: str | None,
     warn: float,
     alert: float,
@@ -275,12 +276,14 @@ def _read(path: Path, signature: Signature, extra: list[str]) -> Any:
 
 # The hook for ``--ledger``: quotes recorded by the rating engine for the model version.
 def read_from_ledger(
-    obj: Any, model: str, version: int, since: str | None, ledger_dir: Path | None
+    obj: Any, model: str, version: int, since: str | None, ledger_dir: str | None
 ) -> Any:
     """The validated rating factors of the version's recorded quotes, one column each."""
-    root = ledger_dir or quote_ledger.default_root(obj.settings, obj.registry.url)
+    from ratekeeper.cli.ledger_commands import ledger_source
+
     moment = parse_since(since) if since is not None else None
-    table = quote_ledger.read_ledger(root, model=model, version=version, since=moment)
+    with ledger_source(obj, ledger_dir, model=model, version=version, since=moment) as root:
+        table = quote_ledger.read_ledger(root, model=model, version=version, since=moment)
     return quote_ledger.inputs_table(table)
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from ratekeeper.cli.output import errors
+from ratekeeper.errors import NotFoundError
 from ratekeeper.monitoring.drift import MIN_SAMPLE
 
 
@@ -19,7 +21,14 @@ from ratekeeper.monitoring.drift import MIN_SAMPLE
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, help="Port (0 picks a free one).")
-@click.option("--workers", default=1, show_default=True, help="Worker processes.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    envvar="RATEKEEPER_WORKERS",
+    show_envvar=True,
+    help="Worker processes.",
+)
 @click.option(
     "--model",
     "models",
@@ -42,7 +51,14 @@ from ratekeeper.monitoring.drift import MIN_SAMPLE
     "--max-policies",
     default=1000,
     show_default=True,
-    help="Most policies in one /score or /invocations request.",
+    help="Most policies in one /score request.",
+)
+@click.option(
+    "--max-invocation-rows",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Most rows in one POST /invocations request "
+    "[default: $RATEKEEPER_MAX_INVOCATION_ROWS, else 10,000].",
 )
 @click.option(
     "--ledger",
@@ -84,6 +100,36 @@ from ratekeeper.monitoring.drift import MIN_SAMPLE
     help="POST a JSON alert here when a served version's drift status changes.",
 )
 @click.option(
+    "--require-models",
+    is_flag=True,
+    envvar="RATEKEEPER_REQUIRE_MODELS",
+    show_envvar=True,
+    help="Refuse to start when there is nothing to serve (no model with a Production version, "
+    "or a --model without one) instead of warning.",
+)
+@click.option(
+    "--certfile",
+    metavar="PEM",
+    envvar="RATEKEEPER_TLS_CERTFILE",
+    show_envvar=True,
+    help="Serve HTTPS with this certificate chain (with --keyfile).",
+)
+@click.option(
+    "--keyfile",
+    metavar="PEM",
+    envvar="RATEKEEPER_TLS_KEYFILE",
+    show_envvar=True,
+    help="The TLS private key (unencrypted; readable by the server's user only).",
+)
+@click.option(
+    "--pricing-token-file",
+    metavar="FILE",
+    envvar="RATEKEEPER_PRICING_TOKEN_FILE",
+    show_envvar=True,
+    help="Put every pricing route behind a token: the file holds one or more (one a line); "
+    "a registry token is accepted too.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -100,6 +146,7 @@ def serve(
     invocations_model: str | None,
     poll_interval: float,
     max_policies: int,
+    max_invocation_rows: int | None,
     ledger_dir: str | None,
     no_ledger: bool,
     drift_interval: float,
@@ -108,6 +155,10 @@ def serve(
     drift_warn: float,
     drift_alert: float,
     alert_webhook: str | None,
+    require_models: bool,
+    certfile: str | None,
+    keyfile: str | None,
+    pricing_token_file: str | None,
     log_level: str,
 ) -> None:
     """Start the rating engine: quotes over HTTP, following the registry's promotions."""
@@ -119,22 +170,46 @@ def serve(
         prepare_multiprocess_metrics()
     from ratekeeper.engine.drift_watcher import DriftWatchConfig
     from ratekeeper.engine.ledger import LedgerConfig, default_root, parse_duration
+    from ratekeeper.engine.ledger_store import ledger_objects
     from ratekeeper.http.app import AppConfig
+    from ratekeeper.http.pricing_gate import read_pricing_tokens
     from ratekeeper.http.server import ServeConfig
     from ratekeeper.http.server import serve as run
+    from ratekeeper.http.startup import check_tls
     from ratekeeper.monitoring.drift import Bands
 
     if registry_uri is not None:
         obj.uri = registry_uri
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
-    url = obj.registry.url  # open (and migrate) the registry here, so a bad URI fails fast
+    # Open the registry here, so that a bad URI or a schema of another release fails fast, with
+    # one line, before any worker starts (a registry is never migrated by its servers).
+    url = obj.registry.url
     key = obj.registry.signing_key  # seals the ledger's chains (None: hashes only)
+    store = ledger_objects(obj.registry.blobs)  # artifacts on S3: the ledger is shipped there
+    tls = check_tls(certfile, keyfile)
+    tokens = read_pricing_tokens(pricing_token_file) if pricing_token_file else ()
+    nothing = nothing_to_serve(obj.registry, list(models))
     obj.close()  # and hold no connection: the workers open their own
+    if nothing is not None:
+        if require_models:
+            raise NotFoundError(f"{nothing} (--require-models)")
+        errors.print(
+            f"WARNING: {nothing}: quotes will be answered 404 until a version is promoted "
+            "(the server follows promotions; --require-models refuses to start instead)",
+            style="bold yellow",
+            markup=False,
+            highlight=False,
+        )
     ledger, drift = None, None
     if not no_ledger:
         root = Path(ledger_dir) if ledger_dir else default_root(obj.settings, url)
-        ledger = LedgerConfig(root.resolve(), key=key)
+        ledger = LedgerConfig(
+            root.resolve(),
+            key=key,
+            store=store,
+            spool_max_bytes=obj.settings.ledger_spool_max_bytes,
+        )
         if drift_interval > 0:
             drift = DriftWatchConfig(
                 ledger=ledger.root,
@@ -143,6 +218,7 @@ def serve(
                 min_quotes=drift_min_quotes,
                 bands=Bands(drift_warn, drift_alert),
                 webhook=alert_webhook,
+                store=store,
             )
     elif alert_webhook:
         raise click.UsageError("--alert-webhook needs the quote ledger: drop --no-ledger")
@@ -155,13 +231,33 @@ def serve(
             port=port,
             workers=workers,
             log_level=log_level,
+            tls=tls,
+            pricing_tokens=tokens,
             app=AppConfig(
                 models=list(models) or None,
                 invocations_model=invocations_model,
                 poll_interval=poll_interval,
                 max_policies=max_policies,
+                max_invocation_rows=max_invocation_rows or obj.settings.max_invocation_rows,
                 ledger=ledger,
                 drift=drift,
             ),
         )
     )
+
+
+def nothing_to_serve(registry: Any, models: list[str]) -> str | None:
+    """Why a server on this registry would have nothing to price (``None``: it has something)."""
+    found = {m.name: m for m in registry.list_models()}
+    if models:
+        missing = [n for n in models if n not in found]
+        if missing:
+            return f"no model {', '.join(map(repr, missing))} in the registry at {registry!r}"
+        idle = [n for n in models if found[n].production_version is None]
+        if idle:
+            return f"model {', '.join(map(repr, idle))} has no Production version"
+        return None
+    if not any(m.production_version is not None for m in found.values()):
+        what = "no model" if not found else "no model with a Production version"
+        return f"the registry at {registry!r} has {what}"
+    return None

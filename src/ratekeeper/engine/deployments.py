@@ -24,8 +24,14 @@ from ratekeeper.errors import NotFoundError, RatekeeperError, UnavailableError
 from ratekeeper.registry.entities import ModelVersion, Stage
 from ratekeeper.registry.registry import Registry
 from ratekeeper.rollouts.rollout import Rollout
+from ratekeeper.store.notifications import GenerationListener
 
 log = logging.getLogger("ratekeeper.engine")
+PRODUCTION = Stage.PRODUCTION.value  # read per quote: an Enum's .value is a descriptor call
+
+LISTENING_POLL_S = 1.0
+"""Seconds between two reads of the generation while PostgreSQL notifications arrive: a safety
+net only (a notification reaches every replica within milliseconds; docs/serving.md)."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class Served:
 
     @property
     def production(self) -> Scorer | None:
-        return self.slots.get(Stage.PRODUCTION.value)
+        return self.slots.get(PRODUCTION)
 
 
 @dataclass
@@ -78,6 +84,7 @@ class Deployments:
         self.rollouts: dict[str, Rollout] = {}
         """model → its running rollout (active or paused), read with the table."""
         self.ready = False
+        self._listener: GenerationListener | None = None
 
     # -- reading (the request path) ---------------------------------------------------------
     def served(self, name: str) -> Served:
@@ -97,10 +104,11 @@ class Deployments:
                 self._raise_if_failed(name, alias)
                 raise NotFoundError(f"model {name!r} has no alias {alias!r} here")
             return scorer, alias
-        if served.production is None:
-            self._raise_if_failed(name, Stage.PRODUCTION.value)
+        production = served.slots.get(PRODUCTION)
+        if production is None:
+            self._raise_if_failed(name, PRODUCTION)
             raise NotFoundError(f"model {name!r} has no Production version")
-        return served.production, Stage.PRODUCTION.value
+        return production, PRODUCTION
 
     def slot_scorer(self, name: str, version: int) -> Scorer | None:
         """A scorer already loaded in one of the model's slots for this version, if any."""
@@ -132,12 +140,18 @@ class Deployments:
         return {
             "ready": self.ready,
             "generation": self._generation,
+            "following": self.following(),
             "models": self.served_versions(),
             "load_failures": [
                 {"model": f.name, "version": f.version, "slot": f.slot, "error": f.error}
                 for f in list(self._failures.values())  # the watcher thread adds to it
             ],
         }
+
+    def following(self) -> str:
+        """How this process learns of registry changes: ``notifications`` or ``polling``."""
+        listening = self._listener is not None and self._listener.connected
+        return "notifications" if listening else "polling"
 
     # -- following the registry -------------------------------------------------------------
     def refresh(self, *, force: bool = False) -> bool:
@@ -247,10 +261,23 @@ class Deployments:
         return loaded
 
     def watch(self, interval: float, stop: threading.Event) -> threading.Thread:
-        """Poll the generation counter every ``interval`` seconds in a daemon thread."""
+        """Follow the registry in a daemon thread: on PostgreSQL, woken by its notifications
+        (store/notifications.py) and polling every ``LISTENING_POLL_S`` as a safety net; on
+        SQLite, or while the notifications are down, polling every ``interval`` seconds."""
+        wake = threading.Event()
+        listener: GenerationListener | None = None
+        if self.registry.engine.dialect.name == "postgresql":
+            listener = GenerationListener(self.registry.engine.url, wake.set, stop)
+            listener.start()
+        self._listener = listener
+        slow = max(interval, LISTENING_POLL_S)
 
         def loop() -> None:
-            while not stop.wait(interval):
+            while not stop.is_set():
+                wake.wait(slow if listener is not None and listener.connected else interval)
+                wake.clear()  # before reading the counter: a later bump wakes us again
+                if stop.is_set():
+                    return
                 try:
                     self.refresh(force=not self.ready)  # retry a failed first load too
                     if self._on_tick is not None:

@@ -32,15 +32,19 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ratekeeper.engine.ledger import inputs_table, read_ledger
+from ratekeeper.engine.ledger_store import ledger_view
 from ratekeeper.errors import NotFoundError, RatekeeperError
 from ratekeeper.monitoring.drift import BAND_ORDER, MIN_SAMPLE, STABLE, Bands, drift
 from ratekeeper.registry.entities import ModelVersion, Stage
 from ratekeeper.registry.registry import Registry
+
+if TYPE_CHECKING:
+    from ratekeeper.artifacts.s3 import S3Objects
 
 log = logging.getLogger("ratekeeper.drift")
 
@@ -54,6 +58,8 @@ class DriftWatchConfig:
     bands: Bands = field(default_factory=Bands)
     webhook: str | None = None
     webhook_timeout: float = 5.0
+    store: S3Objects | None = None
+    """The ledger on object storage (``ledger`` is then its local spool)."""
 
 
 class DriftGauges:
@@ -118,9 +124,11 @@ class DriftWatcher:
         judged: dict[tuple[str, int], str] = {}
         for name, version in self._served():
             try:
-                quotes = read_ledger(
-                    self.config.ledger, model=name, version=version, since=now - self.config.window
-                )
+                since = now - self.config.window
+                with ledger_view(
+                    self.config.ledger, self.config.store, model=name, version=version, since=since
+                ) as root:
+                    quotes = read_ledger(root, model=name, version=version, since=since)
             except NotFoundError:  # no ledger yet: nothing was quoted
                 continue
             self.gauges.quotes.labels(name, str(version)).set(quotes.num_rows)

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -67,10 +67,14 @@ from ratekeeper.engine.ledger_chain import (
     file_sha256,
     make_dirs,
 )
+from ratekeeper.engine.ledger_store import SpoolState, SpoolUploader
 from ratekeeper.errors import InvalidInputError, NotFoundError
 from ratekeeper.governance.signing import SigningKey
 from ratekeeper.packaging.signature import ANY, CATEGORICAL, Signature
 from ratekeeper.settings import Settings
+
+if TYPE_CHECKING:
+    from ratekeeper.artifacts.s3 import S3Objects
 
 log = logging.getLogger("ratekeeper.ledger")
 
@@ -124,6 +128,13 @@ class LedgerConfig:
     """Quotes held in memory while the disk refuses writes; beyond it they are counted as lost."""
     key: SigningKey | None = None
     """The server's signing key: seals each chain entry (``None``: the chains hold hashes only)."""
+    store: S3Objects | None = None
+    """Team mode: ship sealed segments and chains here (``ledger_store.py``); ``root`` is then
+    the local spool, emptied as the store confirms each upload."""
+    spool_max_bytes: int = 1 << 30
+    """Spool bytes beyond which the ledger reports itself full (``/readyz`` degraded)."""
+    upload_interval: float = 2.0
+    """Seconds between two upload rounds (doubling up to a minute while the store is down)."""
 
 
 class QuoteLedger:
@@ -144,6 +155,17 @@ class QuoteLedger:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one flush at a time (the thread, or close())
+        self._uploader = (
+            SpoolUploader(
+                config.root,
+                config.store,
+                config.spool_max_bytes,
+                owned=lambda: {chain.path for chain in tuple(self._chains.values())},
+                observe=self._observe,
+            )
+            if config.store is not None
+            else None
+        )
         self.recorded = 0
         self.written = 0
         self.write_errors = 0
@@ -198,6 +220,13 @@ class QuoteLedger:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="ratekeeper-ledger", daemon=True)
         self._thread.start()
+        if self._uploader is not None:
+            self._uploader.start(self.config.upload_interval)
+
+    @property
+    def spool(self) -> SpoolState | None:
+        """With the ledger on object storage: what waits in the local spool (else ``None``)."""
+        return self._uploader.state if self._uploader is not None else None
 
     def close(self) -> None:
         """Write what is queued and close every open segment (as Parquet)."""
@@ -213,6 +242,9 @@ class QuoteLedger:
             for chain in self._chains.values():
                 chain.close()
             self._chains.clear()
+        if self._uploader is not None:
+            self._uploader.stop()
+            self._uploader.ship()  # what was sealed just now; a store down keeps it spooled
 
     def flush(self) -> None:
         """Write what is queued now (the background thread does this every interval)."""

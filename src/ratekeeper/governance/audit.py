@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from ratekeeper.governance import reconcile, replay
 from ratekeeper.governance.guards import missing_guards
 from ratekeeper.governance.signing import SigningKey
+from ratekeeper.store import database
 from ratekeeper.store.tables import GENESIS, audit_events, registry_state
 
 SEAL_PURPOSE = "audit-head"
@@ -126,6 +127,8 @@ def append(
         _MOVE_HEAD_AND_BUMP_GENERATION if bump_generation else _MOVE_HEAD,
         {"new_head": digest, "new_count": count + 1},
     )
+    if bump_generation:
+        database.notify_generation(conn)  # delivered at commit (PostgreSQL; SQLite: polled)
     return digest
 
 

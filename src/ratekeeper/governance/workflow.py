@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ratekeeper.artifacts import LocalBlobStore
+from ratekeeper.artifacts import BlobStore
 from ratekeeper.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
 from ratekeeper.governance import audit, identity
 from ratekeeper.governance import policy as policy_rules
@@ -24,6 +24,7 @@ from ratekeeper.governance.session import ActingSession
 from ratekeeper.packaging.package import canonical_json
 from ratekeeper.registry import lifecycle, queries
 from ratekeeper.registry.entities import ModelVersion, Stage
+from ratekeeper.registry.uri import parse_model_uri
 from ratekeeper.store import database
 from ratekeeper.store.tables import (
     model_versions,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from ratekeeper.validation.policy import GatePolicy
 
 GATED = (Stage.STAGING, Stage.PRODUCTION)
+_PRODUCTION = Stage.PRODUCTION.value
 
 
 @dataclass(frozen=True)
@@ -93,12 +95,14 @@ class ProductionRecord:
 
 
 class PromotionWorkflow(ActingSession):
-    blobs: LocalBlobStore
+    blobs: BlobStore
     gate_policy: GatePolicy
 
     if TYPE_CHECKING:  # provided by Registry
 
         def load_model(self, uri: str) -> Scorer: ...
+
+        def resolve(self, uri: str) -> ModelVersion: ...
 
         def get_version(self, name: str, version: int) -> ModelVersion: ...
 
@@ -156,7 +160,8 @@ class PromotionWorkflow(ActingSession):
         report: GateReport | None = None
         champion: int | None = None
         if alias is not None or goal in GATED:
-            report, champion = self._run_gates(challenger, holdout, target, protected)
+            report = self._run_gates(challenger, holdout, target, protected, _PRODUCTION)
+            champion = report.champion_version
         report_digest = self.blobs.put(canonical_json(report.to_dict())) if report else None
         passed = report.passed if report is not None else True
         with self._write("request") as (conn, access):
@@ -238,9 +243,43 @@ class PromotionWorkflow(ActingSession):
                 )
             return _request(conn, request_id)
 
+    def check_promotion(
+        self,
+        model_uri: str,
+        holdout: Any,
+        *,
+        against: str = "Production",
+        target: str | None = None,
+        protected: str | None = None,
+    ) -> GateReport:
+        """Run the promotion gates without filing a request: nothing is written or stored.
+
+        ``model_uri`` names the candidate (``models:/NAME/3``, ``models:/NAME@challenger``);
+        ``against`` what it is compared with: a stage (default ``Production``), ``@alias``, a
+        version number or a model URI of the same model. A stage that holds no version means a
+        first promotion (the comparative gates do not apply), as in ``request_promotion``. The
+        gates are the ones a request runs (``run_gates``); needs a read credential.
+        """
+        self._read_access().require("read")
+        if holdout is None:
+            raise InvalidInputError(
+                "a check runs the promotion gates on a holdout data set: "
+                "check_promotion(model_uri, holdout=frame)"
+            )
+        candidate = self.resolve(model_uri)
+        from ratekeeper.engine.scorer import Scorer
+
+        challenger = Scorer(candidate, self.load_package(candidate))
+        return self._run_gates(challenger, holdout, target, protected, against)
+
     def _run_gates(
-        self, challenger: Scorer, holdout: Any, target: str | None, protected: str | None
-    ) -> tuple[GateReport, int | None]:
+        self,
+        challenger: Scorer,
+        holdout: Any,
+        target: str | None,
+        protected: str | None,
+        against: str,
+    ) -> GateReport:
         from ratekeeper.validation.gates import run_gates
 
         if holdout is None:
@@ -255,13 +294,8 @@ class PromotionWorkflow(ActingSession):
                 "name the holdout's observed column: request_promotion(..., target='claims') "
                 "or register the version with target="
             )
-        champion: Scorer | None = None
-        try:
-            current = self.load_model(f"models:/{candidate.name}/Production")
-            champion = current if current.version != candidate.version else None
-        except NotFoundError:
-            pass
-        report = run_gates(
+        champion = self._champion(candidate, against)
+        return run_gates(
             challenger,
             champion,
             holdout,
@@ -269,7 +303,22 @@ class PromotionWorkflow(ActingSession):
             policy=self.gate_policy,
             protected=protected,
         )
-        return report, champion.version if champion is not None else None
+
+    def _champion(self, candidate: ModelVersion, against: str) -> Scorer | None:
+        """What the gates compare the candidate with (None: nothing to compare with)."""
+        uri = champion_uri(candidate.name, against)
+        ref = parse_model_uri(uri)
+        if ref.name != candidate.name:
+            raise InvalidInputError(
+                f"the gates compare versions of one model: {candidate.name} against {uri}"
+            )
+        try:
+            current = self.load_model(uri)
+        except NotFoundError:
+            if ref.stage is None:
+                raise  # an alias or a version that was named must exist
+            return None  # nothing in that stage yet: a first promotion
+        return current if current.version != candidate.version else None
 
     # -- deciding -----------------------------------------------------------------------------
     def approve(
@@ -441,6 +490,17 @@ class PromotionWorkflow(ActingSession):
                 )
             request = _request(conn, current.request_id) if current.request_id else None
             return ProductionRecord(name, when, current.version, current.at, current.actor, request)
+
+
+def champion_uri(name: str, against: str) -> str:
+    """The model URI of what ``against`` names for model ``name``: a stage, ``@alias``, a
+    version number, or a model URI already."""
+    text = against.strip()
+    if text.startswith("models:/"):
+        return text
+    if text.startswith("@"):
+        return f"models:/{name}{text}"
+    return f"models:/{name}/{text}"
 
 
 def _four_eyes(conn: sa.Connection, approver: str, request: PromotionRequest) -> None:

@@ -6,7 +6,6 @@ import gc
 import logging
 import os
 import threading
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ratekeeper.engine.deployments import Deployments, LoadFailure
-from ratekeeper.engine.ids import new_quote_id
 from ratekeeper.engine.ledger import LedgerConfig, QuoteLedger
 from ratekeeper.engine.pinned import CACHE_SIZE, COLD_LOADS_PER_MINUTE, PinnedVersions
 from ratekeeper.engine.scorer import Scorer
@@ -34,12 +32,14 @@ from ratekeeper.http.errors import (
     json_response,
 )
 from ratekeeper.http.governance_routes import TokenAuth, add_governance_routes
+from ratekeeper.http.invocations import add_invocations_routes
 from ratekeeper.http.metrics import Metrics
 from ratekeeper.http.pinning import Pins
 from ratekeeper.http.pricing import Pricing, RatingApp
 from ratekeeper.http.rollout_routes import add_rollout_routes
 from ratekeeper.registry.registry import Registry
 from ratekeeper.rollouts.routing import RolloutEngine
+from ratekeeper.settings import MAX_INVOCATION_ROWS
 
 if TYPE_CHECKING:  # the watcher runs in its own process; a worker never imports it
     from ratekeeper.engine.drift_watcher import DriftWatchConfig
@@ -52,11 +52,14 @@ class AppConfig:
     models: list[str] | None = None
     """Serve only these models (default: every model with a Production version)."""
     invocations_model: str | None = None
-    """The model behind ``POST /invocations`` (MLflow protocol): ``NAME`` or ``NAME@alias``."""
+    """The model behind ``POST /invocations`` (MLflow protocol): ``NAME`` or ``NAME@alias``;
+    ``None``: the one model served (404 when there are several)."""
     poll_interval: float = 0.2
     """Seconds between two reads of the registry's generation counter (hot swap)."""
     max_body_bytes: int = 1_000_000
     max_policies: int = 1000
+    max_invocation_rows: int = MAX_INVOCATION_ROWS
+    """Most rows in one ``POST /invocations`` request (then 413)."""
     max_holdout_bytes: int = 50_000_000
     pinned_cache: int = CACHE_SIZE
     """Scorers of pinned versions (``?version=N``) kept per worker, least recently used out."""
@@ -126,6 +129,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
         if not deployments.ready:
             threading.Thread(target=load_models, name="ratekeeper-load", daemon=True).start()
         watcher = deployments.watch(config.poll_interval, stop)
+        metrics.start()
         if ledger is not None:
             ledger.start()  # here, in the serving process: its thread must not cross a fork
         yield
@@ -133,6 +137,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
         watcher.join(timeout=10)  # a refresh in flight returns its database connection first
         rollouts.close()  # prices what is queued in the shadow before the ledger closes
         pinned.close()
+        metrics.close()
         app.state.requests_process.close()
         if ledger is not None:
             ledger.close()
@@ -219,46 +224,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
         name = request.path_params["name"]
         return answer_response(await pricing.score(name, request.scope, request.receive))
 
-    @app.post(
-        "/invocations",
-        response_model=schemas.InvocationsResponse,
-        responses=schemas.ERRORS,
-        openapi_extra=schemas.INVOCATIONS_BODY,
-        tags=["pricing"],
-        summary="MLflow scoring protocol, for clients of `mlflow models serve`",
-    )
-    async def invocations(request: Request) -> Response:
-        target = config.invocations_model
-        if target is None:
-            raise HTTPProblem(
-                "not_found",
-                "no model behind /invocations: start the server with --invocations-model NAME",
-            )
-        name, _, alias = target.partition("@")
-        scorer, _ = deployments.scorer(name, alias=alias or None)
-        started = time.perf_counter()
-        try:
-            rows = protocol.mlflow_records(
-                await protocol.read_json(request, config.max_body_bytes), config.max_policies
-            )
-            predictions = scorer.predict(rows).tolist() if rows else []
-        except RatekeeperError as exc:
-            metrics.observe(
-                "invocations", name, str(scorer.version), exc.code, time.perf_counter() - started
-            )
-            raise
-        if ledger is not None:
-            for row, prediction in zip(rows, predictions, strict=True):
-                ledger.record(
-                    new_quote_id(), name, scorer.version, scorer.signature, "invocations",
-                    alias or "Production", row, prediction, alias or "champion",
-                )  # fmt: skip
-        metrics.priced(name, str(scorer.version), len(rows))
-        metrics.observe(
-            "invocations", name, str(scorer.version), "ok", time.perf_counter() - started
-        )
-        return json_response({"predictions": predictions})
-
+    add_invocations_routes(app, config)
     add_governance_routes(app, registry, auth, config.max_holdout_bytes)
     add_rollout_routes(app, auth, rollouts, config.ledger.root if config.ledger else None)
 
@@ -350,7 +316,11 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
             return json_response(
                 {"error": {"code": "unavailable", "message": "loading models"}}, 503
             )
-        status["status"] = "degraded" if status["load_failures"] else "ok"
+        spool = ledger.spool if ledger is not None else None  # the ledger on object storage
+        if spool is not None:
+            status["ledger_spool"] = spool.to_dict()
+        degraded = status["load_failures"] or (spool is not None and spool.full)
+        status["status"] = "degraded" if degraded else "ok"
         status["worker"] = os.getpid()  # which worker process answered
         return json_response(status)
 

@@ -81,6 +81,27 @@ def _add_request_routes(
         created = await requests_process.request_promotion(user, request, max_holdout_bytes)
         return json_response(created, 201)
 
+    @app.post(
+        "/v1/checks",
+        tags=["governance"],
+        responses=AUTH_ERRORS,
+        summary="Run the promotion gates without filing a request (CI); nothing is stored",
+        openapi_extra=_body(
+            {
+                "model_uri": "models:/motor_frequency/2",
+                "against": "Production",
+                "target": "claim_count",
+                "holdout": [{**schemas.POLICY_EXAMPLE, "claim_count": 0}],
+            },
+            "holdout: a list of policy objects, or holdout_parquet: a base64 Parquet file; "
+            "the answer is the gate report (GateReport.to_dict); any read role may check",
+        ),
+    )
+    async def check_promotion(request: Request) -> Response:
+        user = await off_loop(lambda: auth.user(request))
+        checked = await requests_process.check_promotion(user, request, max_holdout_bytes)
+        return json_response(checked)
+
     @app.get(
         "/v1/requests",
         tags=["governance"],
@@ -381,6 +402,19 @@ def promotion_arguments(body: Any) -> dict[str, Any]:
         "target": _text(body.get("target")),
         "protected": _text(body.get("protected")),
         "rollout": body.get("rollout"),  # a rollout plan (checked by RolloutPlan)
+    }
+
+
+def check_arguments(body: Any) -> dict[str, Any]:
+    """``check_promotion``'s arguments from a request's JSON body (checked field by field)."""
+    if not isinstance(body, dict):
+        raise HTTPProblem("bad_request", "send a JSON object with model_uri and a holdout")
+    return {
+        "model_uri": str(body.get("model_uri", "")),
+        "holdout": _holdout(body.get("holdout"), body.get("holdout_parquet")),
+        "against": _text(body.get("against")) or "Production",
+        "target": _text(body.get("target")),
+        "protected": _text(body.get("protected")),
     }
 
 

@@ -1,11 +1,12 @@
-"""Promotion requests in a process of their own, beside the rating worker.
+"""Promotion requests and checks in a process of their own, beside the rating worker.
 
 A request's holdout arrives as up to 50 MB of JSON (or base64 Parquet), and the gates then score
 it with both versions: seconds of CPU, most of it holding the GIL (``orjson.loads`` of 40 MB holds
 it for the whole parse). In a thread of the worker that answers quotes, every quote waits for
 the GIL meanwhile. So the worker hands the body to one child process (started on the first
-request, then kept), which parses it, opens the registry once and runs ``request_promotion`` as
-the user the worker authenticated; the worker's event loop only awaits the answer.
+request, then kept), which parses it, opens the registry once and runs ``request_promotion`` (or
+``check_promotion``) as the user the worker authenticated; the worker's event loop only awaits
+the answer.
 
 The body never exists whole in the worker: it is spooled, chunk by chunk as it arrives, to a
 private file (0600, in a 0700 folder of the worker's own), and only the file's path crosses to
@@ -21,6 +22,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,18 +40,29 @@ from ratekeeper.validation.policy import GatePolicy
 
 _OPENED: dict[str, Registry] = {}  # in the child: the registry, opened on its first request
 
+_ChildWork = Callable[[str, Settings, str, GatePolicy, User, str], dict[str, Any]]
+
 
 class RequestProcess:
     """Runs promotion requests in one child process (spawned, so no thread crosses a fork)."""
 
     def __init__(self, registry: Registry) -> None:
-        self._where = (registry.url, registry.settings, str(registry.blobs.root))
+        self._where = (registry.url, registry.settings, registry.blobs.location)
         self._gate_policy = registry.gate_policy
         self._pool: ProcessPoolExecutor | None = None
         self._spool: Path | None = None
 
     async def request_promotion(self, user: User, request: Request, limit: int) -> dict[str, Any]:
         """The new request as its JSON shape; the child's refusal raised here, typed."""
+        return await self._run(_request, user, request, limit)
+
+    async def check_promotion(self, user: User, request: Request, limit: int) -> dict[str, Any]:
+        """The gate report of a check (``GateReport.to_dict``); nothing is filed or stored."""
+        return await self._run(_check, user, request, limit)
+
+    async def _run(
+        self, work: _ChildWork, user: User, request: Request, limit: int
+    ) -> dict[str, Any]:
         if self._spool is None:
             self._spool = Path(tempfile.mkdtemp(prefix="ratekeeper-requests-"))  # 0700
         body = await spool_body(request, limit, self._spool)
@@ -59,7 +72,7 @@ class RequestProcess:
                 self._pool = ProcessPoolExecutor(
                     max_workers=1, mp_context=context, initializer=background_priority
                 )
-            future = self._pool.submit(_request, *self._where, self._gate_policy, user, str(body))
+            future = self._pool.submit(work, *self._where, self._gate_policy, user, str(body))
             outcome: dict[str, Any] = await asyncio.wrap_future(future)
         finally:
             body.unlink(missing_ok=True)
@@ -67,8 +80,8 @@ class RequestProcess:
             raise HTTPProblem(outcome["http_problem"]["code"], outcome["http_problem"]["message"])
         if "error" in outcome:
             raise error_from_dict(outcome["error"], HTTPProblem)  # HTTP-only codes stay
-        created: dict[str, Any] = outcome["request"]
-        return created
+        result: dict[str, Any] = outcome["result"]
+        return result
 
     @property
     def spool(self) -> Path | None:
@@ -114,23 +127,59 @@ async def spool_body(request: Request, limit: int, folder: Path) -> Path:
     return path
 
 
-def _request(
-    url: str, settings: Settings, artifacts: str, gates: GatePolicy, user: User, body_path: str
+def _acting(
+    url: str, settings: Settings, artifacts: str, gates: GatePolicy, user: User
+) -> Registry:
+    """In the child: the registry (opened on the first call, then kept), acting as ``user``."""
+    registry = _OPENED.get(url)
+    if registry is None:
+        registry = _OPENED[url] = Registry(url, artifacts=artifacts, settings=settings)
+    actor = registry.on_behalf_of(user)
+    actor.gate_policy = gates
+    return actor
+
+
+def _in_child(
+    url: str,
+    settings: Settings,
+    artifacts: str,
+    gates: GatePolicy,
+    user: User,
+    body_path: str,
+    call: Callable[[Registry, Any], Any],
 ) -> dict[str, Any]:
-    """In the child: read and parse the spooled body, then ``request_promotion`` as ``user``."""
-    from ratekeeper.governance import wire
-    from ratekeeper.http.governance_routes import promotion_arguments
+    """In the child: read and parse the spooled body, then ``call(actor, body)``, as ``user``."""
     from ratekeeper.http.protocol import parse_json
 
     try:
-        registry = _OPENED.get(url)
-        if registry is None:
-            registry = _OPENED[url] = Registry(url, artifacts=artifacts, settings=settings)
-        actor = registry.on_behalf_of(user)
-        actor.gate_policy = gates
-        arguments = promotion_arguments(parse_json(Path(body_path).read_bytes()))
-        return {"request": wire.request_to_dict(actor.request_promotion(**arguments))}
+        actor = _acting(url, settings, artifacts, gates, user)
+        return {"result": call(actor, parse_json(Path(body_path).read_bytes()))}
     except HTTPProblem as problem:
         return {"http_problem": problem.to_dict()}
     except RatekeeperError as refused:
         return {"error": refused.to_dict()}
+
+
+def _request(
+    url: str, settings: Settings, artifacts: str, gates: GatePolicy, user: User, body_path: str
+) -> dict[str, Any]:
+    """In the child: ``request_promotion`` on behalf of ``user``."""
+    from ratekeeper.governance import wire
+    from ratekeeper.http.governance_routes import promotion_arguments
+
+    def call(actor: Registry, body: Any) -> Any:
+        return wire.request_to_dict(actor.request_promotion(**promotion_arguments(body)))
+
+    return _in_child(url, settings, artifacts, gates, user, body_path, call)
+
+
+def _check(
+    url: str, settings: Settings, artifacts: str, gates: GatePolicy, user: User, body_path: str
+) -> dict[str, Any]:
+    """In the child: ``check_promotion`` on behalf of ``user``."""
+    from ratekeeper.http.governance_routes import check_arguments
+
+    def call(actor: Registry, body: Any) -> Any:
+        return actor.check_promotion(**check_arguments(body)).to_dict()
+
+    return _in_child(url, settings, artifacts, gates, user, body_path, call)

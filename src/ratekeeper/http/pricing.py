@@ -25,6 +25,7 @@ import orjson
 from fastapi import FastAPI
 from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ratekeeper.engine.deployments import Deployments
@@ -237,8 +238,22 @@ class RatingApp(FastAPI):
     """FastAPI, with the pricing routes answered before its request machinery (see above)."""
 
     pricing: Pricing | None = None
+    posts: dict[str, Callable[[Request], Awaitable[Response]]] = {}  # noqa: RUF012 (replaced)
+    """More routes answered the same way: exact path → endpoint of its POST (/invocations)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            endpoint = self.posts.get(scope["path"])
+            if endpoint is not None:
+                try:
+                    response = await endpoint(Request(scope, receive))
+                except ClientDisconnect:
+                    return
+                except Exception:
+                    await send_internal_error(send, log_internal_error(scope))
+                    return
+                await response(scope, receive, send)
+                return
         if scope["type"] == "http" and self.pricing is not None:
             found = self.pricing.route(scope)
             if found is not None:

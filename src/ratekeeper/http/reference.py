@@ -36,6 +36,10 @@ def render_markdown(document: dict[str, Any]) -> str:
         "an unexpected error is a 500 with code `internal_error` and a `correlation_id` (also in",
         "the `X-Correlation-ID` header) under which the server logged the details. Registry",
         "views and pins of versions that are not approved need `Authorization: Bearer <token>`.",
+        "The MLflow routes (`/invocations`, `/ping`, `/health`, `/version`) answer as",
+        "`mlflow models serve` does: errors on `/invocations` are MLflow's",
+        '`{"error_code": "BAD_REQUEST", "message": ...}` (415s in plain text); see',
+        "[serving.md](serving.md#mlflow-clients).",
         "",
     ]
     for path, operations in document["paths"].items():

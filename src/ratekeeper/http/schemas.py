@@ -70,10 +70,6 @@ class ScoreResponse(BaseModel):
     results: list[ScoreResult]
 
 
-class InvocationsResponse(BaseModel):
-    predictions: list[float]
-
-
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
@@ -161,22 +157,6 @@ POLICIES_BODY = {
                     ]
                 },
                 "example": {"policies": [POLICY_EXAMPLE]},
-            }
-        },
-    }
-}
-
-INVOCATIONS_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "description": "MLflow scoring protocol: exactly one of "
-                    "dataframe_split, dataframe_records, inputs, instances",
-                },
-                "example": {"dataframe_records": [POLICY_EXAMPLE]},
             }
         },
     }

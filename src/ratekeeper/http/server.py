@@ -6,8 +6,11 @@ kernel spreads connections evenly over the workers (a single shared socket lets 
 nearly all of them). The socket is created with ``IPPROTO_TCP`` so that asyncio sets
 ``TCP_NODELAY`` on accepted connections (without it, small responses wait ~40 ms for the
 client's delayed ACK). The parent process supervises: it restarts a worker that dies and stops
-them all on SIGTERM or Ctrl-C. Metrics of all workers are aggregated through
-prometheus_client's multiprocess mode.
+them all on SIGTERM or Ctrl-C. A worker that dies before it ever listened is not restarted: the
+start failed, and restarting it would only fail again (a crash loop seen at 87 restarts in 20 s);
+the parent stops the others and exits non-zero. Before any worker starts, the parent claims the
+address (http/startup.py), so a port in use or a second server on it is refused with one line.
+Metrics of all workers are aggregated through prometheus_client's multiprocess mode.
 """
 
 from __future__ import annotations
@@ -19,19 +22,30 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ratekeeper.errors import RatekeeperError, UnavailableError
 from ratekeeper.http.app import AppConfig
 from ratekeeper.http.multiprocess import prepare_multiprocess_metrics
 from ratekeeper.http.priority import background_priority
+from ratekeeper.http.startup import TLSFiles, claim_port
 from ratekeeper.settings import Settings
 
 log = logging.getLogger("ratekeeper.server")
 
 GC_THRESHOLD = 50_000
 """Net allocations between two young-generation collections in a worker (CPython's: 700)."""
+
+RESTARTS_PER_MINUTE = 10
+"""Worker restarts the parent allows in any minute; beyond, it stops (the failure is not
+transient: an orchestrator restarting the whole server, with backoff, is the better judge)."""
+
+SHUTDOWN_GRACE_SECONDS = 10
+"""In-flight requests get this long to finish after SIGTERM; the ledger then seals its segment.
+Kubernetes' terminationGracePeriodSeconds must leave room for both (deploy/kubernetes)."""
 
 
 @dataclass(frozen=True)
@@ -44,14 +58,29 @@ class ServeConfig:
     workers: int = 1
     app: AppConfig = field(default_factory=AppConfig)
     log_level: str = "info"
+    tls: TLSFiles | None = None
+    """Serve HTTPS with this certificate and key (http/startup.py checked them)."""
+    pricing_tokens: tuple[bytes, ...] = ()
+    """SHA-256 digests of the pricing tokens: none = pricing open (http/pricing_gate.py)."""
 
 
 def serve(config: ServeConfig) -> None:
     _configure_logging(config.log_level)
     port = config.port or _free_port(config.host)
     config = replace(config, port=port)
+    claim = claim_port(config.host, port)  # held until this process exits
+    try:
+        _serve(config)
+    finally:
+        if claim is not None:
+            claim.close()
+
+
+def _serve(config: ServeConfig) -> None:
+    port = config.port
+    scheme = "https" if config.tls else "http"
     if config.workers <= 1 and config.app.drift is None:
-        log.info("ratekeeper rating engine on http://%s:%d (1 worker)", config.host, port)
+        log.info("ratekeeper rating engine on %s://%s:%d (1 worker)", scheme, config.host, port)
         run_worker(config, multiprocess=False)
         return
     metrics_dir = prepare_multiprocess_metrics()
@@ -65,11 +94,15 @@ def serve(config: ServeConfig) -> None:
 
     context = multiprocessing.get_context("fork")
     workers: list[Any] = []
+    started: dict[int | None, Any] = {}  # pid → the event a worker sets once it listens
+    restarts: list[float] = []
     stopping = False
 
     def start_worker() -> Any:
-        process = context.Process(target=run_worker, args=(config, True), daemon=False)
+        listening = context.Event()
+        process = context.Process(target=_worker_main, args=(config, listening), daemon=False)
         process.start()
+        started[process.pid] = listening
         return process
 
     def start_watcher() -> Any:
@@ -84,7 +117,11 @@ def serve(config: ServeConfig) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info(
-        "ratekeeper rating engine on http://%s:%d (%d workers)", config.host, port, config.workers
+        "ratekeeper rating engine on %s://%s:%d (%d workers)",
+        scheme,
+        config.host,
+        port,
+        config.workers,
     )
     try:
         # With several workers, one process of its own watches drift (one alert per change).
@@ -96,9 +133,23 @@ def serve(config: ServeConfig) -> None:
             time.sleep(0.2)
             for i, process in enumerate(workers):
                 if not process.is_alive() and not stopping:
+                    what = "worker" if starts[i] is start_worker else "drift watcher"
+                    listening = started.pop(process.pid, None)
+                    if listening is not None and not listening.is_set():
+                        raise UnavailableError(
+                            f"the server did not start: a {what} exited with code "
+                            f"{process.exitcode} before it listened (its error is above)"
+                        )
+                    now = time.monotonic()
+                    restarts[:] = [t for t in restarts if t > now - 60] + [now]
+                    if len(restarts) > RESTARTS_PER_MINUTE:
+                        raise UnavailableError(
+                            f"stopping: workers died {len(restarts)} times in a minute "
+                            "(their errors are above)"
+                        )
                     log.error(
                         "%s %s exited with %s; starting a new one",
-                        "worker" if starts[i] is start_worker else "drift watcher",
+                        what,
                         process.pid,
                         process.exitcode,
                     )
@@ -108,15 +159,39 @@ def serve(config: ServeConfig) -> None:
         for process in workers:
             if process.is_alive():
                 process.terminate()
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS + 10  # for all: they stop together
         for process in workers:
-            process.join(timeout=10)
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+        for process in workers:  # never left behind: the interpreter's exit would wait for it
+            if process.is_alive():
+                log.error("worker %s did not stop on SIGTERM; killing it", process.pid)
+                process.kill()
+                process.join(timeout=10)
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def run_worker(config: ServeConfig, multiprocess: bool) -> None:
+def _worker_main(config: ServeConfig, listening: Any) -> None:
+    """A forked worker: one line and exit code 1 for an error of ours (no traceback)."""
+    # The fork copied the parent's handlers, which only set the parent's flag: a SIGTERM while
+    # the worker still loads its models (before uvicorn installs its own) was ignored, and the
+    # worker went on to serve with no parent (seen in a test that stopped a server at once).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        run_worker(config, multiprocess=True, listening=listening)
+    except (RatekeeperError, OSError) as exc:
+        message = exc.message if isinstance(exc, RatekeeperError) else str(exc)
+        log.error("worker %d cannot start: %s", os.getpid(), message)
+        sys.exit(1)
+
+
+def run_worker(config: ServeConfig, multiprocess: bool, listening: Any = None) -> None:
     import uvicorn
 
     from ratekeeper.http.app import create_app
+    from ratekeeper.http.auth import TokenAuth
+    from ratekeeper.http.pricing_gate import PricingGate
+    from ratekeeper.http.transport import OneWriteProtocol
     from ratekeeper.registry.registry import Registry
 
     _configure_logging(config.log_level)
@@ -125,6 +200,9 @@ def run_worker(config: ServeConfig, multiprocess: bool) -> None:
         registry,
         replace(config.app, multiprocess_metrics=multiprocess, freeze_after_load=True),
     )
+    served: Any = app
+    if config.pricing_tokens:
+        served = PricingGate(app, config.pricing_tokens, TokenAuth(registry))
     app.state.load_models()  # before listening: a worker takes connections only once loaded
     # Everything loaded so far lives as long as the worker: keep it out of the collector's full
     # passes, which would otherwise walk every object of the models and libraries and pause the
@@ -137,14 +215,18 @@ def run_worker(config: ServeConfig, multiprocess: bool) -> None:
     # second; each pass still only walks the young objects alive at that moment.
     gc.set_threshold(GC_THRESHOLD, 10, 10)
     sock = listening_socket(config.host, config.port)
+    if listening is not None:
+        listening.set()
     server = uvicorn.Server(
         uvicorn.Config(
-            app,
+            served,
             log_level=config.log_level,
             access_log=False,
-            http="httptools",
+            http=OneWriteProtocol,  # httptools, one write per response (http/transport.py)
             loop="uvloop" if _has("uvloop") else "asyncio",
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            ssl_certfile=str(config.tls.certfile) if config.tls else None,
+            ssl_keyfile=str(config.tls.keyfile) if config.tls else None,
         )
     )
     server.run(sockets=[sock])

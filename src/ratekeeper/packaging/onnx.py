@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -80,8 +81,22 @@ class OnnxPredictor:
             for name, levels in inputs.categories.items()
         }
         self._plan = [(name, self._codes.get(name)) for name in inputs.features]
+        self._bound = _RowBinding.of(self._session, inputs, self._output)
 
     def predict_row(self, row: Mapping[str, Any]) -> float:
+        bound = self._bound
+        if bound is not None and bound.lock.acquire(blocking=False):
+            try:  # the row goes into preallocated arrays that ONNX Runtime reads and writes
+                bound.row[:] = [
+                    (codes.get(row[name], np.nan) if codes is not None else _number(row[name]))
+                    for name, codes in self._plan
+                ]
+                # No RunOptions: with one, this onnxruntime looks up a graph-capture entry that
+                # is not there and catches the exception, 40 µs per call (measured).
+                self._session.run_with_iobinding(bound.binding)
+                return float(bound.result[0])
+            finally:
+                bound.lock.release()
         if self.inputs.mode == "matrix":
             values = [
                 (codes.get(row[name], np.nan) if codes is not None else _number(row[name]))
@@ -133,6 +148,41 @@ class OnnxPredictor:
             return np.asarray(self._session.run([self._output], part)[0]).reshape(-1)
 
         return np.concatenate(list(_pool().map(run, blocks))).astype(np.float64)
+
+
+class _RowBinding:
+    """One row's input and output arrays, bound to a session once (``matrix`` mode).
+
+    ``Session.run`` validates its inputs, makes a dict, an input tensor and an output array on
+    every call: 10 µs of a 15 µs one-row call of the benchmark's 300-tree LightGBM. Bound
+    arrays that are filled in place leave ~7 µs. One caller at a time uses them (``lock``,
+    taken without waiting): a second thread pricing the same version meanwhile, rare, takes
+    the allocating path.
+    """
+
+    def __init__(self, session: Any, input_name: str, output_name: str, width: int) -> None:
+        import onnxruntime as ort
+
+        matrix = np.zeros((1, width), dtype=np.float32)
+        out = np.zeros((1, 1), dtype=np.float32)
+        self.binding = session.io_binding()
+        self.binding.bind_ortvalue_input(input_name, ort.OrtValue.ortvalue_from_numpy(matrix))
+        self.binding.bind_ortvalue_output(output_name, ort.OrtValue.ortvalue_from_numpy(out))
+        self.row = matrix.reshape(-1)  # views: ONNX Runtime reads and writes these buffers
+        self.result = out.reshape(-1)
+        self.lock = threading.Lock()
+
+    @classmethod
+    def of(cls, session: Any, inputs: OnnxInputs, output_name: str) -> _RowBinding | None:
+        """A binding when the graph takes one float matrix and gives one value per row."""
+        if inputs.mode != "matrix":
+            return None
+        (given,), (output,) = session.get_inputs(), session.get_outputs()
+        if output.name != output_name or output.type != "tensor(float)":
+            return None
+        if len(output.shape) != 2 or output.shape[1] != 1 or given.type != "tensor(float)":
+            return None
+        return cls(session, given.name, output_name, len(inputs.features))
 
 
 _POOL: ThreadPoolExecutor | None = None

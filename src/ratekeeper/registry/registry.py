@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ratekeeper.artifacts import LocalBlobStore
+from ratekeeper.artifacts import BlobStore, normalized_location, open_blob_store
 from ratekeeper.batch.scoring import BatchSummary
 from ratekeeper.engine.scorer import Scorer
 from ratekeeper.errors import (
@@ -117,9 +117,14 @@ class Registry(PromotionWorkflow, IdentityAndAudit, RolloutActions, OutcomeActio
         self.engine = database.create_engine(self.url)
         recorded = _open_existing(self.engine, self.url)
         if artifacts is not None:
-            self.settings = replace(self.settings, artifact_root=Path(artifacts))
-        explicit = self.settings.artifact_root
-        self.blobs = LocalBlobStore(Path(explicit) if explicit else Path(recorded.artifact_root))
+            self.settings = replace(self.settings, artifact_root=str(artifacts))
+        try:
+            self.blobs: BlobStore = _open_artifacts(
+                self.engine, recorded.artifact_root, self.settings
+            )
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._os_account = os_account()
         try:
             self._credential = self._credential_from(token or self.settings.token, user)
@@ -170,13 +175,15 @@ class Registry(PromotionWorkflow, IdentityAndAudit, RolloutActions, OutcomeActio
                 "a registry on a database server needs a signing key kept outside the database: "
                 "write one with `ratekeeper keygen FILE` and set RATEKEEPER_AUDIT_KEY_FILE"
             )
+        # Checked before anything is created: a bad store URI leaves no half-made registry.
+        root = str(artifacts) if artifacts is not None else settings.artifact_root
+        root = normalized_location(root or _default_home(uri, settings) / "artifacts")
         engine = database.create_engine(url)
         try:
+            _check_schema(engine, url)  # a registry of an older release: migrate, not create
             if _current_state(engine) is not None:
                 raise ConflictError(f"a registry already exists at {_redact(url)}")
             _migrate(engine, url)
-            root = Path(artifacts) if artifacts is not None else settings.artifact_root
-            root = root or _default_home(uri, settings) / "artifacts"
             with database.write_transaction(engine) as conn:
                 created = database.insert_ignoring_conflict(
                     conn,
@@ -187,7 +194,7 @@ class Registry(PromotionWorkflow, IdentityAndAudit, RolloutActions, OutcomeActio
                         "created_at": _now(),
                         "policy": chosen,
                         "identity": identity,
-                        "artifact_root": str(Path(root).resolve()),
+                        "artifact_root": root,
                     },
                 )
                 # Two processes creating one registry at once: exactly one finds it empty.
@@ -216,6 +223,38 @@ class Registry(PromotionWorkflow, IdentityAndAudit, RolloutActions, OutcomeActio
             uri, token=plain, artifacts=artifacts, settings=settings, gate_policy=gate_policy
         )
         return registry, plain
+
+    @staticmethod
+    def migrate(
+        uri: str | Path | None = None, *, settings: Settings | None = None
+    ) -> tuple[str | None, str]:
+        """Upgrade a registry's database schema to this release's; returns (revision before,
+        revision after). The deployment's migration step (``ratekeeper migrate``, the
+        Kubernetes Job): servers and clients refuse a registry at an older schema instead of
+        upgrading it under load. On an empty database it creates the schema alone (``create``
+        then adds the registry). Needs the database's own credentials, not a registry token.
+        """
+        from ratekeeper.registry.remote import is_remote
+
+        settings = settings or Settings.from_env()
+        where = uri if uri is not None else settings.registry_uri
+        if is_remote(where):
+            raise InvalidInputError(
+                "a registry behind a rating server is migrated where its database is reachable "
+                "(`ratekeeper --registry postgresql+psycopg://... migrate`), not through the server"
+            )
+        url, _key_file = _locate(uri, settings)
+        database_file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+        if database_file is not None and not Path(database_file).exists():
+            raise NotFoundError(
+                f"no registry at {Path(database_file).parent}: create one with "
+                "`ratekeeper init --admin NAME`"
+            )
+        engine = database.create_engine(url)
+        try:
+            return _migrate(engine, url)
+        finally:
+            engine.dispose()
 
     def _credential_from(self, token: str | None, user: str | None) -> Credential:
         if not token:
@@ -621,15 +660,23 @@ def _current_state(engine: sa.Engine) -> Any:
         ) from None
 
 
-def _migrate(engine: sa.Engine, url: str) -> None:
+def _migrate(engine: sa.Engine, url: str) -> tuple[str | None, str]:
     try:
-        database.migrate(engine)
+        return database.migrate(engine)
+    except sa.exc.OperationalError as exc:
+        raise InvalidInputError(f"cannot open the registry at {_redact(url)}: {exc.orig}") from None
+
+
+def _check_schema(engine: sa.Engine, url: str) -> None:
+    try:
+        database.check_schema(engine)
     except sa.exc.OperationalError as exc:
         raise InvalidInputError(f"cannot open the registry at {_redact(url)}: {exc.orig}") from None
 
 
 def _open_existing(engine: sa.Engine, url: str) -> Any:
-    """Open a registry that exists (upgrading its schema); never create one on a read."""
+    """Open a registry that exists, at this release's schema: never create one on a read, and
+    never upgrade one (``ratekeeper migrate`` does, as its own step)."""
     database_file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
     if database_file is not None and not Path(database_file).exists():
         engine.dispose()
@@ -637,15 +684,44 @@ def _open_existing(engine: sa.Engine, url: str) -> Any:
             f"no registry at {Path(database_file).parent}: create one with "
             "`ratekeeper init --admin NAME` (or rk.Registry.create(..., admin=NAME))"
         )
-    if _current_state(engine) is None:
+    try:
+        _check_schema(engine, url)
+        state = _current_state(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    if state is None:
         engine.dispose()
         raise NotFoundError(
             f"no registry in {_redact(url)}: create one with `ratekeeper init --admin NAME` "
             "(or rk.Registry.create(..., admin=NAME))"
         )
-    _migrate(engine, url)
+    return state
+
+
+def _open_artifacts(engine: sa.Engine, recorded: str, settings: Settings) -> BlobStore:
+    """The registry's artifact store: the one it recorded at creation, unless the settings name
+    another (a folder moved, a bucket migrated). Another store must hold the newest version's
+    package, or the registry refuses to open: a wrong ``RATEKEEPER_ARTIFACTS`` fails here, in one
+    line, not at the first load of a model."""
+    given = settings.artifact_root
+    store = open_blob_store(given or recorded, settings)
+    if not given or normalized_location(given) == recorded:
+        return store
     with database.read_transaction(engine) as conn:
-        return conn.execute(sa.select(registry_state)).one()
+        newest = conn.execute(
+            sa.select(models.c.name, model_versions.c.version, model_versions.c.artifact_digest)
+            .join(models, models.c.id == model_versions.c.model_id)
+            .order_by(model_versions.c.id.desc())
+            .limit(1)
+        ).first()
+    if newest is not None and not store.exists(newest.artifact_digest):
+        raise InvalidInputError(
+            f"this registry keeps its artifacts in {recorded}, and {store.location} (given by "
+            f"--artifacts or RATEKEEPER_ARTIFACTS) does not hold them (models:/{newest.name}/"
+            f"{newest.version} is missing): drop that setting, or copy the artifacts there first"
+        )
+    return store
 
 
 def _restrict(url: str) -> None:

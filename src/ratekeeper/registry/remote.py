@@ -291,10 +291,30 @@ class RemoteRegistry:
             "rollout": rollout.to_dict() if isinstance(rollout, RolloutPlan) else rollout,
         }
         if holdout is not None:
-            buffer = io.BytesIO()
-            as_pandas(holdout).to_parquet(buffer, index=False)
-            body["holdout_parquet"] = base64.b64encode(buffer.getvalue()).decode()
+            body["holdout_parquet"] = _parquet_b64(holdout)
         return wire.request_from_dict(self._api.call("POST", "/v1/requests", body=body))
+
+    def check_promotion(
+        self,
+        model_uri: str,
+        holdout: Any,
+        *,
+        against: str = "Production",
+        target: str | None = None,
+        protected: str | None = None,
+    ) -> GateReport:
+        """Run the promotion gates on the server without filing a request (nothing stored)."""
+        from ratekeeper.validation.gate_report import GateReport
+
+        body: dict[str, Any] = {
+            "model_uri": model_uri,
+            "against": against,
+            "target": target,
+            "protected": protected,
+        }
+        if holdout is not None:
+            body["holdout_parquet"] = _parquet_b64(holdout)
+        return GateReport.from_dict(self._api.call("POST", "/v1/checks", body=body))
 
     def approve(
         self, request_id: int, *, comment: str | None = None, override: bool = False
@@ -449,3 +469,10 @@ class RemoteRegistry:
 
 def _hours(lifetime: timedelta | None) -> float | None:
     return lifetime.total_seconds() / 3600 if lifetime is not None else None
+
+
+def _parquet_b64(frame: Any) -> str:
+    """A holdout as a base64 Parquet file: the server's gates see the same column types."""
+    buffer = io.BytesIO()
+    as_pandas(frame).to_parquet(buffer, index=False)
+    return base64.b64encode(buffer.getvalue()).decode()

@@ -11,9 +11,12 @@ Every dialect quirk of the registry store lives in this one module:
   since the last checkpoint, but never corrupts the database or leaves half a transaction.
 - Switching a new SQLite file to WAL mode is retried: SQLite does not wait for that lock.
 - PostgreSQL serialises writers of one model with ``SELECT ... FOR UPDATE`` on the model row.
-- PostgreSQL serialises migrations (processes opening a new registry at once) with a
-  transaction-level advisory lock.
+- PostgreSQL serialises migrations (``ratekeeper migrate`` run twice at once, or with a
+  ``Registry.create``) with a transaction-level advisory lock.
 - ``INSERT ... ON CONFLICT DO NOTHING`` exists on both, under dialect-specific constructs.
+- PostgreSQL tells rating servers of a generation bump with ``NOTIFY`` in the bumping transaction
+  (delivered when, and only if, it commits; store/notifications.py listens). SQLite has no such
+  channel: its servers poll.
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ratekeeper.errors import InvalidInputError
+from ratekeeper.errors import InvalidInputError, SchemaVersionError
 from ratekeeper.store import tables
 
 HEAD_REVISION = "0004"
-"""The newest migration; opening a registry at this revision skips Alembic entirely."""
+"""The newest migration: the schema this code reads and writes, and the only one it opens."""
 
 _SQLITE_BUSY_TIMEOUT_MS = 60_000
 _MIGRATION_LOCK_KEY = 0x7261_7465  # "rate": the PostgreSQL advisory lock held while migrating
@@ -123,6 +126,18 @@ def lock_model(conn: sa.Connection, model_id: int) -> bool:
     return False
 
 
+GENERATION_CHANNEL = "ratekeeper_generation"
+"""The PostgreSQL channel a generation bump is announced on (the payload is empty: listeners
+re-read the counter, so notifications folded together by PostgreSQL lose nothing)."""
+_NOTIFY_GENERATION = sa.select(sa.func.pg_notify(GENERATION_CHANNEL, ""))
+
+
+def notify_generation(conn: sa.Connection) -> None:
+    """Announce a generation bump to listening rating servers, in the caller's transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_NOTIFY_GENERATION)
+
+
 def insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> bool:
     """Insert unless the key exists; True when this call inserted the row."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
@@ -130,28 +145,86 @@ def insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict[
     return bool(result.rowcount)
 
 
-def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to the newest revision (a no-op, without Alembic, when it already is)."""
-    if _current_revision(engine) == HEAD_REVISION:
-        return
+def migrate(engine: sa.Engine) -> tuple[str | None, str]:
+    """Bring the schema to the newest revision; returns (revision before, revision after).
+
+    Only ``ratekeeper migrate`` (the deployment's migration step) and ``Registry.create`` call
+    this: opening a registry never changes its schema (``check_schema``).
+    """
+    before = revision(engine)
+    if before == HEAD_REVISION:
+        return before, before
+    if before is not None and before not in _known_revisions():
+        raise _newer_schema(engine, before)
     from alembic import command
+
+    with write_transaction(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            # Two migrations at once: the second waits here, then finds the schema upgraded
+            # (SQLite: already serialised by BEGIN IMMEDIATE).
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
+        config = _alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+    return before, HEAD_REVISION
+
+
+def revision(engine: sa.Engine) -> str | None:
+    """The schema revision of the database (``None``: no ratekeeper schema in it)."""
+    with read_transaction(engine) as conn:
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        value = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        return None if value is None else str(value)
+
+
+def check_schema(engine: sa.Engine) -> str | None:
+    """The revision, when it is the one this code reads and writes (or none at all, where no
+    registry exists yet); SchemaVersionError for an older or a newer schema.
+
+    A registry is upgraded by its own step (``ratekeeper migrate``, the deployment's migration
+    job), never by whichever process opens it first: a rating server migrating under load would
+    change the tables beneath the replicas still running the previous release.
+    """
+    found = revision(engine)
+    if found is None or found == HEAD_REVISION:
+        return found
+    if found not in _known_revisions():
+        raise _newer_schema(engine, found)
+    raise SchemaVersionError(
+        f"the registry at {_redact(engine)} has schema revision {found} and this ratekeeper "
+        f"needs {HEAD_REVISION}: run `ratekeeper migrate` first (a server never migrates a "
+        "registry under load)",
+        found=found,
+        needed=HEAD_REVISION,
+    )
+
+
+def _newer_schema(engine: sa.Engine, found: str) -> SchemaVersionError:
+    return SchemaVersionError(
+        f"the registry at {_redact(engine)} has schema revision {found}, which this ratekeeper "
+        f"does not know (its newest is {HEAD_REVISION}): upgrade ratekeeper",
+        found=found,
+        needed=HEAD_REVISION,
+    )
+
+
+def _redact(engine: sa.Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _alembic_config() -> Any:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option(
         "script_location", str(resources.files("ratekeeper.store") / "migrations")
     )
-    with write_transaction(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            # Processes opening a new registry at once: the others wait here, then find the
-            # schema already created (SQLite: already serialised by BEGIN IMMEDIATE).
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+    return config
 
 
-def _current_revision(engine: sa.Engine) -> str | None:
-    with read_transaction(engine) as conn:
-        if not sa.inspect(conn).has_table("alembic_version"):
-            return None
-        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(_alembic_config())
+    return {script.revision for script in scripts.walk_revisions()}

@@ -1,0 +1,197 @@
+"""Two `ratekeeper serve` replicas sharing one PostgreSQL registry and one artifact store, under
+steady load through promotions, rollbacks and a restart of PostgreSQL.
+
+Every change must reach both replicas (both workers of each) within a second, by notification:
+the replicas poll only every 5 s. No request may fail, and no answer may come from a version
+that was not live at that moment. While PostgreSQL is down the replicas keep pricing (they poll
+meanwhile); once it is back, their listeners reconnect and the next change arrives as fast.
+The time each change took to reach each replica is printed (run with ``-s`` to read it).
+"""
+
+from __future__ import annotations
+
+import http.client
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from tests.http_helpers import policies
+from tests.server_process import rating_server, request
+
+from ratekeeper.demo import train_glm
+from ratekeeper.synthetic import motor_portfolio
+from registries import TEST_KEY, open_registry
+
+pytestmark = pytest.mark.postgres
+MODEL = "motor_frequency"
+SEEN_WITHIN = 1.0  # seconds from a move's commit to every answer of every replica
+POLL = "5"  # seconds between the replicas' polls: only notifications are faster
+WAIT = 30.0
+
+
+@pytest.fixture()
+def shared_artifacts(tmp_path: Path) -> str:
+    """The artifact store both replicas read: a local folder until the S3 store lands; then
+    an ``s3://`` URI on a moto server on loopback (parametrize this fixture)."""
+    return str(tmp_path / "artifacts")
+
+
+@pytest.fixture()
+def world(private_postgres, shared_artifacts, tmp_path, monkeypatch):
+    monkeypatch.setenv("RATEKEEPER_AUDIT_KEY", TEST_KEY)  # the replicas inherit both
+    monkeypatch.setenv("RATEKEEPER_ARTIFACTS", shared_artifacts)
+    url = private_postgres.url(private_postgres.create_database())
+    book = motor_portfolio(2000, seed=4)
+    registry = open_registry(url, user="modeller", artifacts=shared_artifacts)
+    for i in range(3):  # three versions with (slightly) different training data
+        registry.register_model(
+            train_glm(book.iloc[i * 50 :]),
+            MODEL,
+            training_data=book.iloc[i * 50 :],
+            exposure="exposure",
+        )
+    registry.transition_stage(MODEL, 1, "Production")
+    yield registry, url, policies(book, 1)[0]
+    registry.close()
+
+
+class Load:
+    """Quotes at a steady rate on keep-alive connections; records (sent, received, status, v)."""
+
+    def __init__(self, port: int, policy: dict, rate: float = 100.0, threads: int = 2) -> None:
+        self.port, self.policy, self.interval = port, policy, threads / rate
+        self.records: list[tuple[float, float, int, int | None]] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        next_send = time.monotonic()
+        while not self.stop.is_set():
+            sent = time.monotonic()
+            try:
+                status, body = request(
+                    self.port, "POST", f"/v1/models/{MODEL}/quote", self.policy, connection=conn
+                )
+                version = body.get("version") if status == 200 else None
+            except OSError:
+                status, version = 0, None
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            self.records.append((sent, time.monotonic(), status, version))
+            next_send += self.interval
+            time.sleep(max(0.0, next_send - time.monotonic()))
+        conn.close()
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=15)
+
+
+def following(port: int, workers: int = 2) -> set[str]:
+    """How each worker of a replica follows the registry (asks until both have answered)."""
+    seen: dict[int, str] = {}
+    deadline = time.monotonic() + WAIT
+    while len(seen) < workers and time.monotonic() < deadline:
+        status, body = request(port, "GET", "/readyz")  # a new connection: any worker
+        if status == 200:
+            seen[body["worker"]] = body["following"]
+    return set(seen.values())
+
+
+def wait_for(port: int, state: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while following(port) != {state}:
+        assert time.monotonic() < deadline, f"replica on {port} never reached {state}"
+        time.sleep(0.1)
+
+
+def test_two_replicas_follow_every_move_within_a_second(world, tmp_path, private_postgres):
+    registry, url, policy = world
+    timeline = [(0.0, 0.0, 1)]  # (move started, move committed, the Production version it made)
+
+    def move(n: int) -> None:
+        started = time.monotonic()
+        if n % 3 == 2:
+            live = registry.rollback(MODEL).version
+        else:
+            live = registry.resolve(f"models:/{MODEL}/Production").version % 3 + 1
+            registry.transition_stage(MODEL, live, "Production", comment=f"move {n}")
+        timeline.append((started, time.monotonic(), live))
+        time.sleep(1.5)
+
+    options = ["--poll-interval", POLL, "--drift-interval", "0"]
+    with (
+        rating_server(
+            tmp_path, *options, "--ledger", str(tmp_path / "ledger-a"), registry=url
+        ) as a,
+        rating_server(
+            tmp_path, *options, "--ledger", str(tmp_path / "ledger-b"), registry=url
+        ) as b,
+    ):
+        wait_for(a, "notifications")
+        wait_for(b, "notifications")
+        with Load(a, policy) as load_a, Load(b, policy) as load_b:
+            time.sleep(0.5)
+            for n in range(6):
+                move(n)
+            private_postgres.shut_down()  # the replicas keep pricing meanwhile
+            wait_for(a, "polling")
+            wait_for(b, "polling")
+            time.sleep(1.0)
+            restarted = time.monotonic()
+            private_postgres.start_again()
+            wait_for(a, "notifications")
+            wait_for(b, "notifications")
+            reconnected = time.monotonic() - restarted
+            for n in range(6, 12):
+                move(n)
+
+    delays = {}
+    for name, load in (("a", load_a), ("b", load_b)):
+        records = load.records
+        failures = [r for r in records if r[2] != 200]
+        assert failures == [], f"replica {name}: {len(failures)} failed, first: {failures[:3]}"
+        assert len(records) > 2000
+        delays[name] = check_timeline(records, timeline)
+    everything = sorted(delays["a"] + delays["b"])
+    print(
+        f"\n{len(everything)} changes seen (2 replicas x {len(timeline) - 1} moves), seconds "
+        f"from commit to the last old answer: median {statistics.median(everything):.3f}, "
+        f"p90 {everything[int(0.9 * len(everything))]:.3f}, max {everything[-1]:.3f}; "
+        f"all: {[round(d, 3) for d in everything]}; listeners back "
+        f"{reconnected:.2f} s after PostgreSQL's start"
+    )
+    assert everything[-1] < SEEN_WITHIN
+
+
+def check_timeline(records: list, timeline: list) -> list[float]:
+    """Each answer came from a version live at that moment; returns, per move, the seconds from
+    its commit to the end of the replica's last answer from the previous version."""
+
+    def live_between(start: float, end: float) -> set[int]:
+        versions = set()
+        for i, (began, _, version) in enumerate(timeline):
+            until = timeline[i + 1][1] if i + 1 < len(timeline) else float("inf")
+            if began <= end and until >= start:
+                versions.add(version)
+        return versions
+
+    for sent, received, _, version in records:
+        assert version in live_between(sent - SEEN_WITHIN, received), (sent, version)
+    delays = []
+    ends = [t[0] for t in timeline[2:]] + [float("inf")]
+    for (started, committed, version), next_move in zip(timeline[1:], ends, strict=True):
+        window = [r for r in records if started <= r[0] < next_move]
+        old = [received for _, received, _, v in window if v != version]
+        assert window and window[-1][3] == version
+        delays.append(max(0.0, max(old, default=committed) - committed))
+    return delays
