@@ -26,6 +26,7 @@ from tests.http_helpers import MODEL, policies
 from tests.server_process import free_port, request
 
 from ratekeeper.demo import train_glm
+from ratekeeper.store.database import HEAD_REVISION
 from ratekeeper.synthetic import motor_portfolio
 from registries import open_registry
 
@@ -172,8 +173,9 @@ def test_team_mode_the_image_migrates_postgresql_then_serves_it(
     refused = in_image("models", "list", check=False)
     assert refused.returncode == 3 and "no registry in postgresql+psycopg://" in refused.stderr
     migrated = in_image("migrate")
-    assert migrated.stdout == "created the registry schema at revision 0003\n"
-    assert in_image("migrate").stdout == "the registry schema is already at revision 0003\n"
+    assert migrated.stdout == f"created the registry schema at revision {HEAD_REVISION}\n"
+    already = f"the registry schema is already at revision {HEAD_REVISION}\n"
+    assert in_image("migrate").stdout == already
 
     book = motor_portfolio(3000, seed=10)
     registry, token = rk.Registry.create(
