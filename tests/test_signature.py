@@ -108,6 +108,16 @@ def test_booleans_infinities_and_nulls_are_refused(signature) -> None:
     assert codes == {"driver_age": "wrong_type", "power_kw": "not_finite", "area": "missing"}
 
 
+def test_an_integer_beyond_the_floats_is_a_problem_not_an_overflow(signature) -> None:
+    report = signature.validate(good_policy() | {"driver_age": 10**400})
+    assert [(p.field, p.code, p.message) for p in report.problems] == [
+        ("driver_age", "not_finite", "must be a finite number, got a huge integer")
+    ]
+    for policy in (ValidationPolicy(out_of_range="allow"), ValidationPolicy(out_of_range="clip")):
+        problems = signature.with_policy(policy).validate(good_policy() | {"power_kw": 10**400})
+        assert [p.code for p in problems.problems] == ["not_finite"]
+
+
 def test_frames_are_checked_per_row_with_row_numbers(signature, book) -> None:
     frame = book.head(6).copy()
     frame["area"] = frame["area"].astype(str)

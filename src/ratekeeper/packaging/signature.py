@@ -284,7 +284,10 @@ class Signature:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             return Problem(f.name, "wrong_type", f"expected a number, got {_type_name(value)}", row)
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a Python int beyond the floats (JSON cannot carry one)
+            return Problem(f.name, "not_finite", "must be a finite number, got a huge integer", row)
         if not math.isfinite(number):
             if f.nullable and math.isnan(number):
                 return None
