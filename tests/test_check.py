@@ -103,10 +103,10 @@ def test_against_names_a_stage_an_alias_a_version_or_a_uri(sandbox, book) -> Non
     assert {r.status for r in first.results if r.name.startswith("dislocation")} == {"N/A"}
     # Itself: nothing to compare with either (as a request of the Production version).
     assert registry.check_promotion(f"models:/{MODEL}/1", holdout).champion_version is None
-    # champion follows Production (the registry keeps it there): against it is against v1.
+    # champion is kept on the Production version by the registry
     assert registry.check_promotion(uri, holdout, against="@champion").champion_version == 1
-    with pytest.raises(rk.NotFoundError, match=f"model '{MODEL}' has no alias 'incumbent'"):
-        registry.check_promotion(uri, holdout, against="@incumbent")
+    with pytest.raises(rk.NotFoundError, match=f"model '{MODEL}' has no alias 'gold'"):
+        registry.check_promotion(uri, holdout, against="@gold")
     with pytest.raises(rk.InvalidInputError, match="the gates compare versions of one model"):
         registry.check_promotion(uri, holdout, against="models:/other/1")
     with pytest.raises(rk.InvalidInputError, match="not a model URI"):
