@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--book", type=int, default=6000, help="synthetic policies in all")
     parser.add_argument("--workers", type=int, default=2, help="workers per replica")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds of load kept after")
+    parser.add_argument("--promotion", choices=["staged", "plain"], default="staged")
+    parser.add_argument("--steps", default="1,10,50,100", help="staged: traffic steps in %%")
+    parser.add_argument("--bake", default="5s", help="staged: how long each step is held")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args(argv)
 
@@ -255,7 +259,7 @@ def run(args: argparse.Namespace, folder: Path, stack: ExitStack) -> dict[str, A
     train, holdout = book.iloc[: len(book) * 2 // 3], book.iloc[len(book) * 2 // 3 :]
     team = governed_team(
         url,
-        {"modeller": ["modeller"], "ci": ["modeller"], "carol": ["approver"]},
+        {"modeller": ["modeller"], "ci": ["modeller"], "carol": ["approver"], "dave": ["deployer"]},
         artifacts=store,
     )
     for handle in team.values():
@@ -298,95 +302,70 @@ def run(args: argparse.Namespace, folder: Path, stack: ExitStack) -> dict[str, A
         RATEKEEPER_TOKEN=token_of(team["ci"]),
     )
     approver = {**pipeline, "RATEKEEPER_TOKEN": token_of(team["carol"])}
-    cli = [sys.executable, "-m", "ratekeeper"]
+    deployer = {**pipeline, "RATEKEEPER_TOKEN": token_of(team["dave"])}
     steps: list[tuple[str, float]] = []
 
+    def ratekeeper(label: str, env: dict[str, str], *words: str) -> str:
+        return timed(steps, label, [sys.executable, "-m", "ratekeeper", *words], repo, env)
+
+    staged = args.promotion == "staged"
+    plan = ["--steps", args.steps, "--bake", args.bake]
     for load in loads:
         load.start()
     try:
         time.sleep(1.0)
         commit = time.time()
-        timed(
-            steps,
-            "train.py: train, register (CI)",
-            [sys.executable, "train.py", "--output", "version.txt"],
-            repo,
-            pipeline,
-        )
+        train_py = [sys.executable, "train.py", "--output", "version.txt"]
+        timed(steps, "train.py: train, register (CI)", train_py, repo, pipeline)
         version = int((repo / "version.txt").read_text())
-        timed(
-            steps,
+        uri, holdout_file = f"models:/{MODEL}/{version}", "data/holdout.parquet"
+        ratekeeper(
             "ratekeeper check: the gates (CI)",
-            [
-                *cli,
-                "check",
-                f"models:/{MODEL}/{version}",
-                "--holdout",
-                "data/holdout.parquet",
-                "--against",
-                "Production",
-                "--report",
-                "gate-report.html",
-                "--json",
-                "gate-report.json",
-            ],
-            repo,
             pipeline,
+            *("check", uri, "--holdout", holdout_file, "--against", "Production"),
+            *("--report", "gate-report.html", "--json", "gate-report.json"),
         )
-        timed(
-            steps,
+        ratekeeper(
             "ratekeeper request (CI)",
-            [
-                *cli,
-                "request",
-                MODEL,
-                str(version),
-                "Production",
-                "--holdout",
-                "data/holdout.parquet",
-                "-m",
-                "commit 0123abc",
-            ],
-            repo,
             pipeline,
+            *("request", MODEL, str(version), "Production", "--holdout", holdout_file),
+            *(("--rollout", "staged", *plan) if staged else ()),
+            *("-m", "commit 0123abc"),
         )
         request_id = team["modeller"].list_requests(MODEL)[-1].id
-        timed(
-            steps,
-            "ratekeeper approve (approver)",
-            [*cli, "approve", str(request_id)],
-            repo,
-            approver,
-        )
+        ratekeeper("ratekeeper approve (approver)", approver, "approve", str(request_id))
+        if staged:
+            ratekeeper(
+                "ratekeeper rollout start (deployer)",
+                deployer,
+                *("rollout", "start", MODEL, str(version), "--mode", "staged", *plan),
+            )
         wait_until(
             lambda: team["modeller"].resolve(f"models:/{MODEL}/Production").version == version,
             f"version {version} in Production",
             600,
         )
-        wait_until(
-            lambda: all(
-                serving_from(load.answers, version, load.answers[0].sent) is not None
-                for load in loads
-            ),
-            f"every replica answering with version {version}",
-            60,
-        )
         time.sleep(args.settle)
     finally:
         for load in loads:
             load.stop()
-    approved_request = next(r for r in team["modeller"].list_requests(MODEL) if r.id == request_id)
-    assert approved_request.decided_at is not None
-    approved = approved_request.decided_at.timestamp()
+    decided = next(r for r in team["modeller"].list_requests(MODEL) if r.id == request_id)
+    assert decided.decided_at is not None
+    approved = decided.decided_at.timestamp()
     served = [serving_from(load.answers, version, approved) for load in loads]
+    if None in served:
+        raise RuntimeError(f"a replica never answered with version {version}: {served}")
+    last = max(s for s in served if s is not None)
     everything = [a for load in loads for a in load.answers]
     latencies = sorted(a.received - a.sent for a in everything if a.status == 200)
     return {
         "setup_s": setup,
         "steps": steps,
-        "approval_to_replica_s": [None if s is None else s - approved for s in served],
-        "approval_to_last_replica_s": max(s or float("nan") for s in served) - approved,
-        "commit_to_last_replica_s": max(s or float("nan") for s in served) - commit,
+        "moves": rollout_moves(team["modeller"], approved) if staged else [],
+        "approval_to_replica_s": [s - approved for s in served if s is not None],
+        "approval_to_last_replica_s": last - approved,
+        "commit_to_last_replica_s": last - commit,
+        "floor_s": bake_seconds(args.bake) * (len(args.steps.split(",")) - 1) if staged else 0.0,
         "quotes": len(everything),
         "failed": sum(a.status != 200 for a in everything),
         "quote_median_ms": 1000 * statistics.median(latencies),
@@ -394,9 +373,28 @@ def run(args: argparse.Namespace, folder: Path, stack: ExitStack) -> dict[str, A
         "rate": args.rate,
         "replicas": len(loads),
         "workers": args.workers,
-        "promotion": "plain (approve moves the version)",
+        "promotion": (
+            f"staged rollout, steps {args.steps} %, bake {args.bake} each"
+            if staged
+            else "plain promotion (the approval moves the version)"
+        ),
         "version": version,
     }
+
+
+def bake_seconds(bake: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(bake[:-1]) * units[bake[-1]] if bake[-1] in units else float(bake)
+
+
+def rollout_moves(registry: Any, approved: float) -> list[tuple[str, float]]:
+    """The rollout's moves as the registry recorded them, in seconds after the approval."""
+    moves = []
+    for event in registry.rollout_events(MODEL):
+        if event["kind"] != "guards":
+            at = datetime.fromisoformat(event["at"]).timestamp() - approved
+            moves.append((f"rollout {event['kind']} → {event['percent']:g} %", at))
+    return moves
 
 
 def print_report(r: dict[str, Any]) -> None:
@@ -405,19 +403,23 @@ def print_report(r: dict[str, Any]) -> None:
         f"PostgreSQL + S3 (moto), {r['rate']:.0f} quotes/s each; {r['promotion']}"
     )
     print(f"(setup, not part of the deploy: {r['setup_s']:.1f} s)\n")
-    rows = [*r["steps"]]
+    print(f"| {'step (each its own process)':<46} | {'seconds':>8} |")
+    print(f"|{'-' * 48}|{'-' * 9}:|")
+    for label, seconds in r["steps"]:
+        print(f"| {label:<46} | {seconds:>8.2f} |")
+    print(f"\n| {'after the approval (its recorded time)':<46} | {'seconds':>8} |")
+    print(f"|{'-' * 48}|{'-' * 9}:|")
+    after = [*r["moves"]]
     for i, seconds in enumerate(r["approval_to_replica_s"]):
-        rows.append((f"approval → replica {'ab'[i]} serving v{r['version']}", seconds))
-    rows.append(("commit → last replica serving (all of it)", r["commit_to_last_replica_s"]))
-    print(f"| {'step':<44} | {'seconds':>8} |")
-    print(f"|{'-' * 46}|{'-' * 9}:|")
-    for label, seconds in rows:
-        shown = "never" if seconds is None else f"{seconds:.2f}"
-        print(f"| {label:<44} | {shown:>8} |")
+        after.append((f"replica {'ab'[i]} serves v{r['version']} only", seconds))
+    for label, seconds in sorted(after, key=lambda row: row[1]):
+        print(f"| {label:<46} | {seconds:>8.2f} |")
     print(
         f"\nHeadline: approval → last replica serving v{r['version']}: "
         f"{r['approval_to_last_replica_s']:.2f} s"
+        + (f" (the bakes before the last step: {r['floor_s']:.0f} s)" if r["floor_s"] else "")
     )
+    print(f"Commit → last replica serving v{r['version']}: {r['commit_to_last_replica_s']:.2f} s")
     print(
         f"Failed requests: {r['failed']} of {r['quotes']:,}; quote latency through it all "
         f"(reference): median {r['quote_median_ms']:.1f} ms, p99 {r['quote_p99_ms']:.1f} ms"

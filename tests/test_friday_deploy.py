@@ -31,7 +31,7 @@ def can_run() -> None:
 def test_the_friday_deploy_runs_end_to_end_with_no_failed_quote(can_run, tmp_path) -> None:
     out = tmp_path / "friday.json"
     tiny = ["--rate", "10", "--policies", "50", "--book", "3000", "--workers", "1"]
-    tiny += ["--settle", "0.5"]
+    tiny += ["--settle", "0.5", "--promotion", "plain"]
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "friday_deploy.py"), *tiny, "--json", str(out)],
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
