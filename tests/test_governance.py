@@ -168,7 +168,7 @@ def test_failed_gates_need_a_recorded_admin_override(team, holdout, portfolio) -
     approved = team["erin"].approve(request.id, override=True, comment="PSI noise, accepted")
     assert approved.override
     actions = [e.action for e in team["root"].audit_log(MODEL)]
-    assert actions[-2:] == ["override", "stage"]
+    assert actions[-3:] == ["override", "stage", "alias.follow"]
 
 
 def test_prohibited_rating_factors_are_refused_at_request_time(team, portfolio, holdout) -> None:

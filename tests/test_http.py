@@ -44,8 +44,13 @@ def test_a_quote_is_priced_by_the_production_version(client, world, policy) -> N
     response = client.post(f"/v1/models/{MODEL}/quote", json=policy)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"quote_id", "model", "version", "prediction", "served_by"}
-    assert (body["model"], body["version"], body["served_by"]) == (MODEL, 1, "Production")
+    assert set(body) == {"quote_id", "model", "version", "prediction", "served_by", "arm"}
+    assert (body["model"], body["version"], body["served_by"], body["arm"]) == (
+        MODEL,
+        1,
+        "Production",
+        "champion",
+    )
     assert body["prediction"] == registry.load_model(f"models:/{MODEL}/1").predict_one(policy)
     assert len(body["quote_id"]) == 26
     assert (
@@ -178,7 +183,8 @@ def test_invocations_speaks_the_mlflow_scoring_protocol(client, world) -> None:
 def test_registry_views(client, admin) -> None:
     models = client.get("/v1/models", headers=admin).json()["models"]
     assert models[0]["name"] == MODEL and models[0]["production_version"] == 1
-    assert models[0]["served"] == {"Production": 1, "challenger": 2}
+    # champion is kept on the Production version by the registry
+    assert models[0]["served"] == {"Production": 1, "champion": 1, "challenger": 2}
     model = client.get(f"/v1/models/{MODEL}", headers=admin).json()
     assert [v["stage"] for v in model["versions"]] == ["Production", "None", "None"]
     version = client.get(f"/v1/models/{MODEL}/versions/2", headers=admin).json()
@@ -193,7 +199,7 @@ def test_health_readiness_and_metrics(client, policy) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready["status"] == "ok" and ready["models"] == {
-        MODEL: {"Production": 1, "challenger": 2}
+        MODEL: {"Production": 1, "champion": 1, "challenger": 2}
     }
     client.post(f"/v1/models/{MODEL}/quote", json=policy)
     client.post(f"/v1/models/{MODEL}/quote", json={"area": 1})
@@ -269,10 +275,11 @@ def test_a_model_that_fails_to_load_is_reported_and_the_others_keep_serving(tmp_
             {
                 "model": MODEL,
                 "version": 1,
-                "slot": "Production",
+                "slot": slot,  # champion is kept on the Production version
                 "error": f"{MODEL} version 1: artifact blob sha256:{broken.artifact_digest[:12]} "
                 "is missing",
             }
+            for slot in ("Production", "champion")
         ]
         policy = policies(book, 1)[0]
         assert client.post("/v1/models/home_frequency/quote", json=policy).status_code == 200

@@ -77,7 +77,12 @@ def test_the_workflow_end_to_end_with_the_same_rules(world) -> None:
     listed = client.get("/v1/requests", params={"model": MODEL}, headers=bearer(tokens["alice"]))
     assert [r["status"] for r in listed.json()["requests"]] == ["approved"]
     audit = client.get("/v1/audit", params={"model": MODEL}, headers=bearer(tokens["alice"]))
-    assert [e["action"] for e in audit.json()["events"]][-3:] == ["request", "approve", "stage"]
+    assert [e["action"] for e in audit.json()["events"]][-4:] == [
+        "request",
+        "approve",
+        "stage",
+        "alias.follow",
+    ]
     assert client.get("/v1/audit/verify", headers=bearer(tokens["carol"])).json()["ok"] is True
 
 

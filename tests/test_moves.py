@@ -33,28 +33,32 @@ def test_each_move_bumps_the_generation_once_and_appends_its_own_events(
 ) -> None:
     add_versions(registry, package, 3)
     moves: list[tuple[Callable[[], object], list[tuple[str, int]]]] = [
-        (lambda: registry.transition_stage(MODEL, 1, "Production"), [("stage", 1)]),
+        # The registry keeps champion on the Production version (alias.follow).
+        (
+            lambda: registry.transition_stage(MODEL, 1, "Production"),
+            [("stage", 1), ("alias.follow", 1)],
+        ),
         # Promoting version 2 archives version 1: two stage events, one bump.
         (
             lambda: registry.transition_stage(MODEL, 2, "Production"),
-            [("stage", 1), ("stage", 2)],
+            [("stage", 1), ("stage", 2), ("alias.follow", 2)],
         ),
         (lambda: registry.set_alias(MODEL, "champion", 2), [("alias.set", 2)]),
         (lambda: registry.set_alias(MODEL, "champion", 3), [("alias.set", 3)]),
         (
             lambda: registry.rollback(MODEL, comment="kill switch"),
-            [("rollback", 1), ("stage", 2), ("stage", 1)],
+            [("rollback", 1), ("stage", 2), ("stage", 1), ("alias.follow", 1)],
         ),
-        (lambda: registry.delete_alias(MODEL, "champion"), [("alias.delete", 3)]),
+        (lambda: registry.delete_alias(MODEL, "champion"), [("alias.delete", 1)]),
     ]
     for move, expected in moves:
         generation, seen = registry.generation(), len(registry.audit_log())
         move()
         assert registry.generation() == generation + 1
         assert [(e.action, e.version) for e in registry.audit_log()[seen:]] == expected
-    # registry.create and its admin's token, three registrations, the nine events of the moves
+    # registry.create and its admin's token, three registrations, the twelve events of the moves
     check = registry.verify_audit()
-    assert (check.ok, check.checked, check.sealed) == (True, 2 + 3 + 9, True)
+    assert (check.ok, check.checked, check.sealed) == (True, 2 + 3 + 12, True)
 
 
 def test_a_moved_alias_is_returned_on_its_new_version_only(

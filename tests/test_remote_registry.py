@@ -127,7 +127,13 @@ def test_a_team_promotes_through_the_rating_server_with_tokens_only(
     np.testing.assert_allclose(here, expected, rtol=1e-9)
 
     actions = [(e.actor, e.action) for e in approver.audit_log("motor")]
-    assert actions == [("mo", "register"), ("mo", "request"), ("ap", "approve"), ("ap", "stage")]
+    assert actions == [
+        ("mo", "register"),
+        ("mo", "request"),
+        ("ap", "approve"),
+        ("ap", "stage"),
+        ("ap", "alias.follow"),  # champion onto the new Production version
+    ]
     verified = approver.verify_audit()
     assert (verified.ok, verified.sealed) == (True, True)
 

@@ -19,6 +19,7 @@ from ratekeeper.errors import (
 from ratekeeper.packaging.signature import Signature, ValidationPolicy
 from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, StageTransition
 from ratekeeper.registry.registry import Registry, load_model
+from ratekeeper.rollouts import Guards, Rollout, RolloutPlan
 from ratekeeper.settings import Settings
 from ratekeeper.validation.policy import GatePolicy
 
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConflictError",
     "GatePolicy",
+    "Guards",
     "ImplausiblePriceError",
     "IntegrityError",
     "InvalidInputError",
@@ -37,6 +39,8 @@ __all__ = [
     "RatekeeperError",
     "RegisteredModel",
     "Registry",
+    "Rollout",
+    "RolloutPlan",
     "SchemaVersionError",
     "Scorer",
     "Settings",

@@ -120,6 +120,16 @@ def tokens_revoke(obj: Any, prefix: str) -> None:
 )
 @click.option("--target", help="The holdout's observed column [default: the version's target].")
 @click.option("--protected", help="A column the fairness indicator groups by (e.g. gender).")
+@click.option(
+    "--rollout",
+    type=click.Choice(["canary", "staged"]),
+    help="A Production request for a rollout plan: once approved, `ratekeeper rollout start` "
+    "with the same plan releases the version.",
+)
+@click.option("--percent", type=float, help="Rollout plan: the canary's share of policies.")
+@click.option("--steps", help="Rollout plan: staged traffic steps [default: 1,10,50,100].")
+@click.option("--bake", help="Rollout plan: how long each step is held [default: 10m].")
+@click.option("--key", help="Rollout plan: the policy field the split is sticky by.")
 @click.option("--comment", "-m", help="Why.")
 @click.pass_obj
 def request(
@@ -130,6 +140,11 @@ def request(
     holdout: Path | None,
     target: str | None,
     protected: str | None,
+    rollout: str | None,
+    percent: float | None,
+    steps: str | None,
+    bake: str | None,
+    key: str | None,
     comment: str | None,
 ) -> None:
     """Request a promotion (STAGE: Staging, Production, Archived, None, or @champion for a
@@ -141,8 +156,22 @@ def request(
             "(Parquet or CSV with the observed claims)"
         )
     frame = read_table(holdout) if holdout is not None else None
+    plan = None
+    if rollout is not None:
+        from ratekeeper.rollouts.plan import RolloutPlan
+
+        plan = RolloutPlan.build(rollout, percent=percent, steps=steps, bake=bake, key=key)
+    elif any(v is not None for v in (percent, steps, bake, key)):
+        raise InvalidInputError("--percent, --steps, --bake and --key describe a --rollout plan")
     req = obj.registry.request_promotion(
-        name, version, stage, holdout=frame, comment=comment, target=target, protected=protected
+        name,
+        version,
+        stage,
+        holdout=frame,
+        comment=comment,
+        target=target,
+        protected=protected,
+        rollout=plan,
     )
     verdict = "gates passed" if req.gates_passed else "GATES FAILED"
     console.print(
@@ -161,6 +190,8 @@ def approve(obj: Any, request_id: int, comment: str | None, override: bool) -> N
     """Approve a pending request: the version moves at once."""
     req = obj.registry.approve(request_id, comment=comment, override=override)
     where = f"@{req.alias} points at it" if req.alias else f"is now in {req.target}"
+    if req.rollout is not None:
+        where = f"may be released by its {req.rollout['mode']} rollout (ratekeeper rollout start)"
     console.print(f"request {req.id} approved: {req.name} version {req.version} {where}")
 
 

@@ -16,6 +16,7 @@ from ratekeeper.cli import (
     ledger_commands,
     monitoring_commands,
     registry_commands,
+    rollout_commands,
 )
 from ratekeeper.cli.check_command import check
 from ratekeeper.cli.output import errors
@@ -104,6 +105,7 @@ for command in [
     *batch_commands.COMMANDS,
     *ledger_commands.COMMANDS,
     *monitoring_commands.COMMANDS,
+    *rollout_commands.COMMANDS,
     check,
     serve,
 ]:

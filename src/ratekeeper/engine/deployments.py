@@ -23,6 +23,7 @@ from ratekeeper.engine.scorer import Scorer
 from ratekeeper.errors import NotFoundError, RatekeeperError, UnavailableError
 from ratekeeper.registry.entities import ModelVersion, Stage
 from ratekeeper.registry.registry import Registry
+from ratekeeper.rollouts.rollout import Rollout
 from ratekeeper.store.notifications import GenerationListener
 
 log = logging.getLogger("ratekeeper.engine")
@@ -62,7 +63,11 @@ class Deployments:
         *,
         on_swap: Callable[[str, str, int], None] | None = None,
         on_failure: Callable[[LoadFailure], None] | None = None,
+        on_refresh: Callable[[Deployments], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
+        """``on_refresh`` hears of each new table (the rollout engine rebuilds its routes);
+        ``on_tick`` runs after every poll of the watcher (the rollout engine's staged steps)."""
         self.registry = registry
         self.explicit_models = list(models) if models else None
         self._table: dict[str, Served] = {}
@@ -74,6 +79,10 @@ class Deployments:
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
         self._on_swap = on_swap
         self._on_failure = on_failure
+        self._on_refresh = on_refresh
+        self._on_tick = on_tick
+        self.rollouts: dict[str, Rollout] = {}
+        """model → its running rollout (active or paused), read with the table."""
         self.ready = False
         self._listener: GenerationListener | None = None
 
@@ -152,6 +161,7 @@ class Deployments:
             if generation == self._generation and not force:
                 return False
             protected = self.registry.protected_aliases()
+            running = {r.name: r for r in self.registry.running_rollouts()}
             wanted, staging = self._wanted()
             table: dict[str, Served] = {}
             for name, slots in wanted.items():
@@ -181,9 +191,15 @@ class Deployments:
                 | staging.get(name, frozenset())
                 for name, slots in wanted.items()
             }
+            self.rollouts = running
             self._generation = generation
             self.ready = True
+            if self._on_refresh is not None:
+                self._on_refresh(self)
             return changed
+
+    def served_table(self) -> dict[str, Served]:
+        return self._table
 
     def _wanted(self) -> tuple[dict[str, dict[str, ModelVersion]], dict[str, frozenset[int]]]:
         """model → slot → version the registry says is live; model → versions in Staging."""
@@ -264,6 +280,8 @@ class Deployments:
                     return
                 try:
                     self.refresh(force=not self.ready)  # retry a failed first load too
+                    if self._on_tick is not None:
+                        self._on_tick()
                 except Exception:  # never let the watcher die: log and poll again
                     log.exception("registry refresh failed")
 

@@ -27,9 +27,12 @@ folders 0700, whatever the umask: the ledger holds every policy's rating factors
 
 Every row holds ``quote_id``, ``quoted_at`` (UTC), ``model``, ``version``, ``endpoint`` (quote,
 score, invocations), ``route`` (what served it: Production, an alias, or ``version N``),
-``prediction``, and ``inputs``: a struct with the version's signature fields as validated
-(numbers as float64, categorical levels and ids as strings). DuckDB reads the closed segments
-directly: ``SELECT * FROM read_parquet('<root>/**/*.parquet', union_by_name=true)``.
+``prediction``, ``arm`` (``champion`` or ``challenger`` during a rollout, else ``champion``; a
+pinned quote's ``version N`` or alias), ``shadow_version`` and ``shadow_prediction`` (the price a
+shadow gave the same policy off the request path; null otherwise), and ``inputs``: a struct with
+the version's signature fields as validated (numbers as float64, categorical levels and ids as
+strings). DuckDB reads the closed segments directly: ``SELECT * FROM
+read_parquet('<root>/**/*.parquet', union_by_name=true)``.
 """
 
 from __future__ import annotations
@@ -79,7 +82,8 @@ OPEN_SUFFIX, CLOSED_SUFFIX = ".arrows", ".parquet"
 BATCH_ROWS = 256  # rows per record batch written: each takes ~0.5 ms to build, holding the GIL
 ENDPOINTS = ("quote", "score", "invocations")
 # A queued quote: these values, then its policy's value of each signature field, in order.
-QUOTE_ID, TIME_NS, ENDPOINT, ROUTE, PREDICTION = range(5)
+QUOTE_ID, TIME_NS, ENDPOINT, ROUTE, PREDICTION, ARM, SHADOW_VERSION, SHADOW_PREDICTION = range(8)
+FIRST_INPUT = SHADOW_PREDICTION + 1
 
 
 def input_schema(signature: Signature) -> pa.StructType:
@@ -102,6 +106,11 @@ def ledger_schema(signature: Signature) -> pa.Schema:
             pa.field("endpoint", pa.string(), nullable=False),
             pa.field("route", pa.string(), nullable=False),
             pa.field("prediction", pa.float64(), nullable=False),
+            # champion or challenger during a rollout (else champion), or what a pinned quote
+            # asked for (``version 2``, an alias); a shadow's price and version beside it.
+            pa.field("arm", pa.string(), nullable=False),
+            pa.field("shadow_version", pa.int64(), nullable=True),
+            pa.field("shadow_prediction", pa.float64(), nullable=True),
             pa.field("inputs", input_schema(signature), nullable=False),
         ]
     )
@@ -173,8 +182,14 @@ class QuoteLedger:
         route: str,
         policy: Mapping[str, Any],
         prediction: float,
+        arm: str = "champion",
+        shadow_version: int | None = None,
+        shadow_prediction: float | None = None,
     ) -> None:
-        """Queue one priced policy; the background thread writes it within ``flush_interval``."""
+        """Queue one priced policy; the background thread writes it within ``flush_interval``.
+
+        ``arm`` is what priced it for the customer (``champion``, ``challenger``, or a pinned
+        ``version N`` / alias); a shadow's version and price go beside the champion's."""
         queue = self._queues.get((name, version))
         if queue is None:  # the first quote of this version: the writer must not see it half-made
             with self._queue_lock:
@@ -183,7 +198,10 @@ class QuoteLedger:
         # the writer slices columns out: no container per quote is made, neither here nor when
         # writing. Made by the hundred at each write, such objects started garbage collections
         # that paused the event loop for milliseconds.
-        row = (quote_id, time.time_ns(), endpoint, route, prediction, *map(policy.get, queue.names))
+        row = (
+            quote_id, time.time_ns(), endpoint, route, prediction, arm, shadow_version,
+            shadow_prediction, *map(policy.get, queue.names),
+        )  # fmt: skip
         with self._queue_lock:
             if self._queued < self.config.max_queued:
                 queue.values.extend(row)
@@ -627,7 +645,7 @@ def _read_segment(path: Path) -> pa.Table:
 
 class _Queue:
     """The quotes of one model version waiting to be written, flat: ``width`` values per quote
-    (``QUOTE_ID`` ... ``PREDICTION``, then the value of each signature field)."""
+    (``QUOTE_ID`` ... ``SHADOW_PREDICTION``, then the value of each signature field)."""
 
     def __init__(self, signature: Signature) -> None:
         self.schema = ledger_schema(signature)
@@ -637,7 +655,7 @@ class _Queue:
         # ``pa.Field`` costs a call into Arrow each time, on every batch.
         self.kinds = [f.type for f in self.fields]
         self.ids = [f.kind == ANY for f in signature.fields]
-        self.width = PREDICTION + 1 + len(self.names)
+        self.width = FIRST_INPUT + len(self.names)
         self.values: list[Any] = []
 
     def record_batch(self, key: tuple[str, int], values: list[Any]) -> pa.RecordBatch:
@@ -645,7 +663,7 @@ class _Queue:
         n = len(values) // width
         children = []
         for j, (kind, is_id) in enumerate(zip(self.kinds, self.ids, strict=True)):
-            column = values[PREDICTION + 1 + j :: width]
+            column = values[FIRST_INPUT + j :: width]
             if is_id:  # an id may be any JSON value: kept as its text
                 column = [v if v is None or type(v) is str else str(v) for v in column]
             children.append(pa.array(column, type=kind))
@@ -658,6 +676,9 @@ class _Queue:
                 pa.array(values[ENDPOINT::width], pa.string()),
                 pa.array(values[ROUTE::width], pa.string()),
                 pa.array(values[PREDICTION::width], pa.float64()),
+                pa.array(values[ARM::width], pa.string()),
+                pa.array(values[SHADOW_VERSION::width], pa.int64()),
+                pa.array(values[SHADOW_PREDICTION::width], pa.float64()),
                 pa.StructArray.from_arrays(children, fields=self.fields),
             ],
             schema=self.schema,

@@ -37,6 +37,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # The kill switch: whoever runs or signs off the service may pull it.
     "rollback": frozenset({"deployer", "approver", "admin"}),
     "alias": frozenset({"deployer", "approver", "admin"}),
+    # Start, pause, resume or complete a rollout (rollouts/); aborting one is a "rollback".
+    "rollout": frozenset({"deployer", "admin"}),
+    # Record whether a quote was taken up (POST /v1/quotes/{id}/outcome): the policy system.
+    "outcome": frozenset({"deployer", "admin"}),
     "manage_users": frozenset({"admin"}),
     "read": frozenset({"viewer", "modeller", "approver", "deployer", "admin"}),
     # Price a version customers are not priced by (not Production, not approved for Staging).

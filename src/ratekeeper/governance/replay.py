@@ -34,6 +34,8 @@ SEEDED_PROTECTED = {"champion": "ratekeeper"}
 POLICY_ACTOR = "policy"
 """The decider recorded when the policy applies a request by itself (``request.applied``)."""
 GATED = ("Staging", "Production")
+ROLLOUT_ACTORS = ("rollout", "guards")
+"""Who a rating server records as the actor of a rollout's step and of an automatic rollback."""
 
 
 def column_digest(text: str) -> str:
@@ -148,6 +150,8 @@ class _Replayer:
         self.state = GovernedState()
         self.violations: list[str] = []
         self._rollback_to: tuple[str, int] | None = None
+        self.rollouts: dict[str, int] = {}
+        """model → the version under rollout."""
 
     # -- the rules in force when an event was written ------------------------------------------
     @property
@@ -320,6 +324,56 @@ class _Replayer:
         ):
             self.refuse(event, f"{event.actor} {pointed} (protected) without an approved request")
 
+    def alias_follow(self, event: AuditEvent) -> None:
+        """An alias the registry keeps: ``champion`` on the Production version, ``challenger``
+        on the version under rollout (each moved inside the change that moves it)."""
+        model, alias = str(event.model), str(event.target)
+        version = (event.after or {}).get("version")
+        if version is None:
+            self.state.aliases.pop((model, alias), None)
+            return
+        self.state.aliases[(model, alias)] = (int(version), event.actor)
+        facts = self.state.versions.get((model, int(version)))
+        if alias == "champion" and (facts is None or facts.stage != "Production"):
+            self.violations.append(
+                f"event {event.id}: champion followed {where(model, version)}, "
+                "which is not in Production"
+            )
+        elif alias == "challenger" and self.rollouts.get(model) != int(version):
+            self.violations.append(
+                f"event {event.id}: challenger followed {where(model, version)}, "
+                "which is not under rollout"
+            )
+
+    # -- rollouts ------------------------------------------------------------------------------
+    def rollout_start(self, event: AuditEvent) -> None:
+        model, version = str(event.model), int(event.version or 0)
+        self.rollouts[model] = version
+        mode = (event.after or {}).get("mode")
+        self.require(event, "rollout", f"started a {mode} rollout of {where(model, version)}")
+        if (
+            self.governed
+            and mode != "shadow"
+            and not self.approved(model, version, stage="Production", alias=None)
+        ):
+            self.refuse(
+                event,
+                f"{event.actor} started a {mode} rollout of {where(model, version)} "
+                "without an approved request",
+            )
+
+    def rollout_change(self, event: AuditEvent) -> None:
+        """A pause, resume or hand-made completion needs the rollout role, an abort the
+        rollback one; a step or an automatic rollback is the rating server's."""
+        action = event.action.removeprefix("rollout.")
+        status = (event.after or {}).get("status")
+        if status in ("completed", "aborted", "rolled_back"):
+            self.rollouts.pop(str(event.model), None)
+        if event.actor in ROLLOUT_ACTORS or (event.after or {}).get("cause") == "stage":
+            return  # the server's own, or ended by a stage move (checked as such)
+        needed = "rollback" if action == "abort" else "rollout"
+        self.require(event, needed, f"{action}d the rollout of {event.model}")
+
     def alias_delete(self, event: AuditEvent) -> None:
         self.state.aliases.pop((str(event.model), str(event.target)), None)
         self.require(event, "alias", f"deleted alias {event.model}@{event.target}")
@@ -438,6 +492,14 @@ _HANDLERS: dict[str, _Handler] = {
     "stage": _Replayer.stage,
     "alias.set": _Replayer.alias_set,
     "alias.delete": _Replayer.alias_delete,
+    "alias.follow": _Replayer.alias_follow,
+    "rollout.start": _Replayer.rollout_start,
+    "rollout.step": _Replayer.rollout_change,
+    "rollout.pause": _Replayer.rollout_change,
+    "rollout.resume": _Replayer.rollout_change,
+    "rollout.abort": _Replayer.rollout_change,
+    "rollout.complete": _Replayer.rollout_change,
+    "rollout.rollback": _Replayer.rollout_change,
     "request": _Replayer.request,
     "approve": _Replayer.decide,
     "override": _Replayer.decide,

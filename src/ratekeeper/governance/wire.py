@@ -48,6 +48,7 @@ def request_from_dict(body: Mapping[str, Any]) -> PromotionRequest:
         decision_comment=body["decision_comment"],
         override=bool(body["override"]),
         alias=body.get("alias"),
+        rollout=body.get("rollout"),
     )
 
 

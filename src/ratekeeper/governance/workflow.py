@@ -65,6 +65,9 @@ class PromotionRequest:
     override: bool
     alias: str | None = None
     """The protected alias asked for (``champion``), or None for a stage request."""
+    rollout: dict[str, Any] | None = None
+    """The rollout plan the request carries (a Production request for a canary or staged
+    rollout): approving it lets the rollout start instead of moving the stage at once."""
 
     @property
     def target(self) -> str:
@@ -116,6 +119,7 @@ class PromotionWorkflow(ActingSession):
         comment: str | None = None,
         target: str | None = None,
         protected: str | None = None,
+        rollout: Any = None,
     ) -> PromotionRequest:
         """Ask to move a version; Staging and Production requests run the gates on ``holdout``.
 
@@ -125,10 +129,16 @@ class PromotionWorkflow(ActingSession):
         target); ``protected`` names a column the fairness indicator groups by (e.g. ``gender``).
         A Staging request whose gates pass, and an Archived or None request by a deployer or
         approver, take effect at once; Production and alias requests wait for an approval.
+
+        ``rollout`` (a Production request only) is the plan of a canary or staged rollout
+        (``{"mode": "canary", "percent": 5, ...}`` or a ``RolloutPlan``): once approved, the
+        version is not moved at once; ``start_rollout`` with the same plan releases it, and the
+        rollout's completion makes it Production under this request.
         """
         from ratekeeper.validation.policy import prohibited_factors_used
 
         goal, alias = _parse_target(stage)
+        plan_text = _rollout_plan(rollout, goal)
         candidate = self.get_version(name, version)
         self._read_access().require("request")
         from ratekeeper.engine.scorer import Scorer
@@ -184,6 +194,7 @@ class PromotionWorkflow(ActingSession):
                     requested_at=now,
                     comment=comment,
                     override=False,
+                    rollout_plan=plan_text,
                 )
                 .returning(promotion_requests.c.id)
             ).scalar_one()
@@ -201,6 +212,7 @@ class PromotionWorkflow(ActingSession):
                     "gates_passed": passed,
                     "report": report_digest,
                     "champion": champion,
+                    **({"rollout": json.loads(plan_text)} if plan_text else {}),
                 },
             )
             governed = access.policy == policy_rules.GOVERNED
@@ -344,8 +356,12 @@ class PromotionWorkflow(ActingSession):
                     "stage": request.stage.value if request.stage else None,
                     "alias": request.alias,
                     "artifact": request.artifact_digest,
+                    **({"rollout": request.rollout} if request.rollout else {}),
                 },
             )
+            if request.rollout is not None:
+                # The plan's rollout releases the version (start_rollout), then promotes it.
+                return _request(conn, request_id)
             if request.alias is not None:
                 lifecycle.set_alias(
                     conn, access.actor, request.name, request.alias, request.version
@@ -546,6 +562,20 @@ def _refuse_duplicate(
         )
 
 
+def _rollout_plan(rollout: Any, goal: Stage | None) -> str | None:
+    """The canonical JSON of a request's rollout plan (checked), or None."""
+    if rollout is None:
+        return None
+    from ratekeeper.rollouts.plan import RolloutPlan
+
+    if goal != Stage.PRODUCTION:
+        raise InvalidInputError("a rollout plan goes with a Production request")
+    plan = rollout if isinstance(rollout, RolloutPlan) else RolloutPlan.from_dict(rollout)
+    if plan.mode == "shadow":
+        raise InvalidInputError("a shadow needs no approval: start it with start_rollout")
+    return plan.canonical()
+
+
 def _parse_target(stage: str | Stage) -> tuple[Stage | None, str | None]:
     if isinstance(stage, str) and stage.startswith("@"):
         from ratekeeper.registry.uri import check_alias
@@ -588,4 +618,5 @@ def _to_request(row: Any) -> PromotionRequest:
         decision_comment=row.decision_comment,
         override=row.override,
         alias=row.target_alias,
+        rollout=json.loads(row.rollout_plan) if row.rollout_plan else None,
     )

@@ -17,6 +17,7 @@ from ratekeeper.http.governance_routes import TokenAuth
 WHAT = {
     "read": "read the registry",
     "test": "price a version that is not approved (not Production, Staging or a protected alias)",
+    "outcome": "record quote outcomes",
 }
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from ratekeeper.engine.deployments import Deployments, LoadFailure
 from ratekeeper.engine.ledger import LedgerConfig, QuoteLedger
 from ratekeeper.engine.pinned import CACHE_SIZE, COLD_LOADS_PER_MINUTE, PinnedVersions
+from ratekeeper.engine.scorer import Scorer
 from ratekeeper.errors import InvalidInputError, NotFoundError, Problem, RatekeeperError
 from ratekeeper.http import protocol, schemas
 from ratekeeper.http.access import require
@@ -35,7 +37,9 @@ from ratekeeper.http.invocations import add_invocations_routes
 from ratekeeper.http.metrics import Metrics
 from ratekeeper.http.pinning import Pins
 from ratekeeper.http.pricing import Pricing, RatingApp
+from ratekeeper.http.rollout_routes import add_rollout_routes
 from ratekeeper.registry.registry import Registry
+from ratekeeper.rollouts.routing import RolloutEngine
 from ratekeeper.settings import MAX_INVOCATION_ROWS
 
 if TYPE_CHECKING:  # the watcher runs in its own process; a worker never imports it
@@ -84,8 +88,32 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
     def failed(failure: LoadFailure) -> None:
         metrics.load_failures.labels(failure.name, str(failure.version)).inc()
 
-    deployments = Deployments(registry, config.models, on_swap=swapped, on_failure=failed)
     ledger = QuoteLedger(config.ledger, metrics.ledger_event) if config.ledger else None
+
+    def shadow_record(
+        quote_id: str,
+        endpoint: str,
+        champion: Scorer,
+        policy: Mapping[str, Any],
+        price: float,
+        challenger: Scorer,
+        other: float | None,
+    ) -> None:  # a shadow's row: the champion's price, the challenger's beside it
+        assert ledger is not None
+        ledger.record(
+            quote_id, champion.name, champion.version, champion.signature, endpoint,
+            "Production", policy, price, "champion", challenger.version, other,
+        )  # fmt: skip
+
+    rollouts = RolloutEngine(registry, on_shadow=shadow_record if ledger is not None else None)
+    deployments = Deployments(
+        registry,
+        config.models,
+        on_swap=swapped,
+        on_failure=failed,
+        on_refresh=lambda d: rollouts.update(d.served_table(), d.rollouts),
+        on_tick=rollouts.tick,
+    )
     auth = TokenAuth(registry)
     pinned = PinnedVersions(
         lambda name, version: registry.load_model(f"models:/{name}/{version}"),
@@ -102,12 +130,13 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
         if not deployments.ready:
             threading.Thread(target=load_models, name="ratekeeper-load", daemon=True).start()
         watcher = deployments.watch(config.poll_interval, stop)
-        metrics.start()
+        metrics.start(asyncio.get_running_loop())
         if ledger is not None:
             ledger.start()  # here, in the serving process: its thread must not cross a fork
         yield
         stop.set()
         watcher.join(timeout=10)  # a refresh in flight returns its database connection first
+        rollouts.close()  # prices what is queued in the shadow before the ledger closes
         pinned.close()
         metrics.close()
         app.state.requests_process.close()
@@ -134,6 +163,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
         ledger,
         max_body_bytes=config.max_body_bytes,
         max_policies=config.max_policies,
+        rollouts=rollouts,
     )
     app = RatingApp(
         title="ratekeeper rating engine",
@@ -147,6 +177,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
     app.state.metrics = metrics
     app.state.ledger = ledger
     app.state.pinned = pinned
+    app.state.rollouts = rollouts
     app.add_exception_handler(RatekeeperError, handle_ratekeeper_error)
     app.add_middleware(CatchAll)
 
@@ -196,6 +227,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
 
     add_invocations_routes(app, config)
     add_governance_routes(app, registry, auth, config.max_holdout_bytes)
+    add_rollout_routes(app, auth, rollouts, config.ledger.root if config.ledger else None)
 
     # -- registry views ---------------------------------------------------------------------
     # They show user names, lineage, library versions and reference profiles: a token that may

@@ -401,6 +401,7 @@ def promotion_arguments(body: Any) -> dict[str, Any]:
         "comment": _text(body.get("comment")),
         "target": _text(body.get("target")),
         "protected": _text(body.get("protected")),
+        "rollout": body.get("rollout"),  # a rollout plan (checked by RolloutPlan)
     }
 
 

@@ -130,6 +130,7 @@ def add_invocations_routes(app: FastAPI, config: Any) -> None:
                 ledger.record(
                     new_quote_id(), scorer.name, scorer.version, scorer.signature, ENDPOINT,
                     served_by, row, prediction,
+                    "champion" if served_by == "Production" else served_by,
                 )  # fmt: skip
         return predictions
 

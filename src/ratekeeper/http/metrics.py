@@ -9,13 +9,15 @@ Python numbers in lists, added to on the event loop's thread: no lock, no label 
 write to a memory-mapped file per quote (prometheus_client's ``inc`` and ``observe`` took
 ~2 µs of a quote's CPU, a lock and a file write each). ``fold()`` adds what was counted since
 its last call to the prometheus_client metrics: at every scrape, and with several workers every
-``FOLD_SECONDS`` in a thread of the worker's (``start()``), since a scrape reaches one worker
-and reads the others' from their files. So with several workers ``/metrics`` may lag a
-worker's last quarter second.
+``FOLD_SECONDS`` on the worker's event loop (``start()``), since a scrape reaches one worker and
+reads the others' from their files. So with several workers ``/metrics`` may lag a worker's
+last quarter second. On the event loop, not in a thread of its own: a thread that wakes wants
+the GIL, and the loop's thread may hold it up to the switch interval (5 ms) before yielding.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from bisect import bisect_left
 from typing import Any
@@ -107,9 +109,8 @@ class Metrics:
         self._cells: dict[tuple[str, str, str, str], list[Any]] = {}
         self._priced: dict[tuple[str, str], list[int]] = {}
         self._folded: dict[tuple[Any, ...], list[Any]] = {}  # what fold() has added so far
-        self._fold_lock = threading.Lock()  # one fold at a time (the thread, a scrape)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._fold_lock = threading.Lock()  # one fold at a time
+        self._timer: asyncio.TimerHandle | None = None
 
     def observe(
         self, endpoint: str, model: str, version: str, outcome: str, seconds: float
@@ -155,24 +156,21 @@ class Metrics:
                     self.policies.labels(*priced_key).inc(total - done)
                     self._folded[priced_key] = [total]
 
-    def start(self) -> None:
-        """With several workers: fold every FOLD_SECONDS (other workers' scrapes read it)."""
-        if not self.multiprocess or self._thread is not None:
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """With several workers: fold every FOLD_SECONDS on ``loop`` (the worker's)."""
+        if not self.multiprocess or self._timer is not None:
             return
-        self._stop.clear()
 
-        def loop() -> None:
-            while not self._stop.wait(FOLD_SECONDS):
-                self.fold()
+        def tick() -> None:
+            self.fold()
+            self._timer = loop.call_later(FOLD_SECONDS, tick)
 
-        self._thread = threading.Thread(target=loop, name="ratekeeper-metrics", daemon=True)
-        self._thread.start()
+        self._timer = loop.call_later(FOLD_SECONDS, tick)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.fold()
 
     def ledger_event(self, event: str, n: int) -> None:

@@ -39,8 +39,10 @@ from ratekeeper.http.errors import NO_HEADERS, Answer, error_answer
 from ratekeeper.http.metrics import Metrics
 from ratekeeper.http.pinning import Pins
 from ratekeeper.packaging.signature import problems_error
+from ratekeeper.rollouts.routing import CHAMPION, RolloutEngine, Route
 
 PREFIX, QUOTE, SCORE = "/v1/models/", "/quote", "/score"
+PRODUCTION = "Production"
 _JSON = (b"content-type", b"application/json")
 
 Handler = Callable[[str, Scope, Receive], Awaitable[Answer]]
@@ -58,8 +60,10 @@ class Pricing:
         *,
         max_body_bytes: int,
         max_policies: int,
+        rollouts: RolloutEngine | None = None,
     ) -> None:
         self.deployments = deployments
+        self.rollouts = rollouts
         self.pins = pins
         self.metrics = metrics
         self.ledger = ledger
@@ -95,20 +99,35 @@ class Pricing:
     async def quote(self, name: str, scope: Scope, receive: Receive) -> Answer:
         started = time.perf_counter()
         label = "-"
+        recorded = False
         try:
             scorer, served_by = await self._scorer(name, scope, receive)
             label = scorer.label
             body = await protocol.receive_body(scope, receive, self.max_body_bytes)
             policy = protocol.one_policy(protocol.parse_json(body))
-            prediction = scorer.predict_one(policy)
+            # A rollout routes the unpinned quotes only: a pin names what prices it.
+            route = (
+                self.rollouts.route(name)
+                if self.rollouts is not None and served_by == PRODUCTION
+                else None
+            )
+            if route is None:
+                prediction = scorer.predict_one(policy)
+                quote_id = new_quote_id()
+                arm = CHAMPION if served_by == PRODUCTION else served_by
+            else:
+                assert self.rollouts is not None
+                quote_id = new_quote_id()
+                priced = self.rollouts.price(route, policy, quote_id, "quote")
+                scorer, arm, prediction = priced.scorer, priced.arm, priced.price
+                served_by, label, recorded = priced.served_by, scorer.label, priced.recorded
         except RatekeeperError as exc:
             self.metrics.observe("quote", name, label, exc.code, time.perf_counter() - started)
             return error_answer(exc)
-        quote_id = new_quote_id()
-        if self.ledger is not None:
+        if self.ledger is not None and not recorded:
             self.ledger.record(
                 quote_id, name, scorer.version, scorer.signature, "quote", served_by, policy,
-                prediction,
+                prediction, arm,
             )  # fmt: skip
         payload = orjson.dumps(
             {
@@ -117,6 +136,7 @@ class Pricing:
                 "version": scorer.version,
                 "prediction": prediction,
                 "served_by": served_by,
+                "arm": arm,
             }
         )
         self.metrics.priced(name, label, 1)
@@ -131,10 +151,18 @@ class Pricing:
             label = scorer.label
             body = await protocol.receive_body(scope, receive, self.max_body_bytes)
             policies = protocol.policy_list(protocol.parse_json(body), self.max_policies)
+            route = (
+                self.rollouts.route(name)
+                if self.rollouts is not None and served_by == PRODUCTION
+                else None
+            )
+            if route is not None:
+                return self._score_routed(name, route, scorer, policies, started)
             priced = scorer.predict_each(policies)
         except RatekeeperError as exc:
             self.metrics.observe("score", name, label, exc.code, time.perf_counter() - started)
             return error_answer(exc)
+        arm = CHAMPION if served_by == PRODUCTION else served_by
         results: list[dict[str, Any]] = []
         for policy, outcome in zip(policies, priced, strict=True):
             if isinstance(outcome, float):
@@ -143,14 +171,65 @@ class Pricing:
                 if self.ledger is not None:
                     self.ledger.record(
                         quote_id, name, scorer.version, scorer.signature, "score", served_by,
-                        policy, outcome,
+                        policy, outcome, arm,
                     )  # fmt: skip
             else:
                 results.append({"error": problems_error(outcome).to_dict()})
         self.metrics.priced(name, label, len(policies))
         self.metrics.observe("score", name, label, "ok", time.perf_counter() - started)
         payload = orjson.dumps(
-            {"model": name, "version": scorer.version, "served_by": served_by, "results": results}
+            {
+                "model": name,
+                "version": scorer.version,
+                "served_by": served_by,
+                "arm": arm,
+                "results": results,
+            }
+        )
+        return 200, payload, NO_HEADERS
+
+    def _score_routed(
+        self,
+        name: str,
+        route: Route,
+        champion: Scorer,
+        policies: list[Any],
+        started: float,
+    ) -> Answer:
+        """A list priced during a rollout: each policy's arm by its own key (one at a time)."""
+        assert self.rollouts is not None
+        results: list[dict[str, Any]] = []
+        for policy in policies:
+            quote_id = new_quote_id()
+            try:
+                priced = self.rollouts.price(route, policy, quote_id, "score")
+            except RatekeeperError as exc:
+                results.append({"error": exc.to_dict()})
+                continue
+            scorer = priced.scorer
+            results.append(
+                {
+                    "quote_id": quote_id,
+                    "prediction": priced.price,
+                    "arm": priced.arm,
+                    "version": scorer.version,
+                }
+            )
+            if self.ledger is not None and not priced.recorded:
+                self.ledger.record(
+                    quote_id, name, scorer.version, scorer.signature, "score",
+                    priced.served_by, policy, priced.price, priced.arm,
+                )  # fmt: skip
+        self.metrics.priced(name, champion.label, len(policies))
+        self.metrics.observe("score", name, champion.label, "ok", time.perf_counter() - started)
+        payload = orjson.dumps(
+            {
+                "model": name,
+                "version": champion.version,
+                "served_by": PRODUCTION,
+                "arm": "rollout",
+                "results": results,
+            }
         )
         return 200, payload, NO_HEADERS
 

@@ -45,19 +45,28 @@ class QuoteResponse(BaseModel):
     model: str
     version: int
     prediction: float = Field(description="expected value for the policy, exposure included")
-    served_by: str = Field(description='"Production", an alias, or "version N" when pinned')
+    served_by: str = Field(
+        description='"Production", "challenger" (a rollout\'s), an alias, or "version N" when '
+        "pinned"
+    )
+    arm: str = Field(
+        description='"champion" or "challenger" (a rollout); a pinned quote\'s "version N" or alias'
+    )
 
 
 class ScoreResult(BaseModel):
     quote_id: str | None = None
     prediction: float | None = None
     error: ErrorDetail | None = None
+    arm: str | None = Field(None, description="during a rollout: champion or challenger")
+    version: int | None = Field(None, description="during a rollout: the version that priced it")
 
 
 class ScoreResponse(BaseModel):
     model: str
     version: int
     served_by: str
+    arm: str = Field(description='"champion", "rollout" (each result names its arm) or the pin')
     results: list[ScoreResult]
 
 

@@ -3,6 +3,11 @@
 Every function here runs in one write transaction opened by the caller, locks the model row
 first (so concurrent moves of one model serialise), writes the change, its transition-history
 rows and its audit events, and bumps the generation counter that rating servers watch.
+
+The registry keeps two aliases itself (``follow_alias``, audited as ``alias.follow``):
+``champion`` names the Production version (every move into or out of Production moves it) and
+``challenger`` the version under rollout (``rollouts/``). A move of the Production version also
+ends the model's running rollout: completed when the challenger itself was promoted.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from ratekeeper.store.tables import (
     protected_aliases,
     stage_transitions,
 )
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+"""The aliases the registry keeps: the Production version, and the version under rollout."""
 
 # Built once: a move runs about ten statements, and building each afresh (with its cache key)
 # cost several times what SQLite takes to run it. Values not named by a bind parameter are
@@ -94,8 +102,59 @@ def move_stage(
     _record_move(
         conn, actor, name, version, row.id, current, target, now, comment, request_id, last=True
     )
+    if Stage.PRODUCTION in (current, target):
+        _follow_production(conn, actor, name, row.model_id, version, target)
     moved = queries.to_version(conn, row)
     return replace(moved, stage=target, stage_changed_at=now)
+
+
+def _follow_production(
+    conn: sa.Connection, actor: str, name: str, model_id: int, version: int, target: Stage
+) -> None:
+    """``champion`` onto the new Production version (or away, when none is left), and the
+    model's running rollout ended."""
+    from ratekeeper.rollouts import records  # the rollout tables only (no cycle)
+
+    promoted = version if target == Stage.PRODUCTION else None
+    follow_alias(conn, actor, name, model_id, CHAMPION, promoted)
+    why = (
+        f"version {version} moved to Production"
+        if promoted is not None
+        else f"version {version} left Production"
+    )
+    ended = records.end_running(conn, actor, model_id, promoted, why)
+    if ended is not None:
+        follow_alias(conn, actor, name, model_id, CHALLENGER, None)
+
+
+def follow_alias(
+    conn: sa.Connection, actor: str, name: str, model_id: int, alias: str, version: int | None
+) -> None:
+    """Point an alias the registry keeps at ``version`` (None: delete it), audited as
+    ``alias.follow``; nothing when it already points there."""
+    key = {"mid": model_id, "name": alias}
+    before = conn.execute(_ALIAS_TARGET, key).scalar()
+    if before == version:
+        return
+    if version is None:
+        conn.execute(_DELETE_ALIAS, key)
+    else:
+        version_id = queries.version_row(conn, name, version).id
+        pointer = {"version_id": version_id, "updated_by": actor, "updated_at": datetime.now(UTC)}
+        if before is None:
+            conn.execute(_INSERT_ALIAS, {"model_id": model_id, "alias": alias, **pointer})
+        else:
+            conn.execute(_MOVE_ALIAS, {**key, **pointer})
+    audit.append(
+        conn,
+        actor=actor,
+        action="alias.follow",
+        model=name,
+        version=version if version is not None else before,
+        target=alias,
+        before={"version": before},
+        after={"version": version},
+    )  # the caller's move bumps the generation
 
 
 def rollback(conn: sa.Connection, actor: str, name: str, comment: str | None) -> ModelVersion:

@@ -46,6 +46,7 @@ from ratekeeper.packaging.signature import ValidationPolicy
 from ratekeeper.registry import lifecycle, queries
 from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, StageTransition
 from ratekeeper.registry.uri import check_alias, check_name, parse_model_uri
+from ratekeeper.rollouts.service import OutcomeActions, RolloutActions
 from ratekeeper.settings import Settings
 from ratekeeper.store import database
 from ratekeeper.store.tables import (
@@ -63,7 +64,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Registry(PromotionWorkflow, IdentityAndAudit):
+class Registry(PromotionWorkflow, IdentityAndAudit, RolloutActions, OutcomeActions):
     """A model registry: embedded (SQLite + local folder) by default, PostgreSQL by URL.
 
     ``Registry()`` opens the embedded registry under ``$RATEKEEPER_HOME`` (default

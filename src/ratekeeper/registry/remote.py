@@ -26,6 +26,7 @@ from ratekeeper.packaging.package import Package, as_pandas, load_package
 from ratekeeper.packaging.signature import ValidationPolicy
 from ratekeeper.registry.entities import ModelVersion, RegisteredModel, Stage, StageTransition
 from ratekeeper.registry.transport import Transport, segment
+from ratekeeper.rollouts.rollout import Rollout
 from ratekeeper.settings import Settings
 
 if TYPE_CHECKING:
@@ -274,9 +275,12 @@ class RemoteRegistry:
         comment: str | None = None,
         target: str | None = None,
         protected: str | None = None,
+        rollout: Any = None,
     ) -> PromotionRequest:
         """Ask to move a version; the server runs the gates on ``holdout`` (sent as Parquet, so
         the gates see the same column types as here)."""
+        from ratekeeper.rollouts.plan import RolloutPlan
+
         body: dict[str, Any] = {
             "model": name,
             "version": version,
@@ -284,6 +288,7 @@ class RemoteRegistry:
             "comment": comment,
             "target": target,
             "protected": protected,
+            "rollout": rollout.to_dict() if isinstance(rollout, RolloutPlan) else rollout,
         }
         if holdout is not None:
             body["holdout_parquet"] = _parquet_b64(holdout)
@@ -392,6 +397,67 @@ class RemoteRegistry:
             wire.event_from_dict(e)
             for e in self._api.call("GET", "/v1/audit", query=query)["events"]
         ]
+
+    # -- rollouts ---------------------------------------------------------------------------------
+    def start_rollout(
+        self,
+        name: str,
+        version: int,
+        *,
+        mode: str,
+        percent: float | None = None,
+        steps: Any = None,
+        bake: float | str | None = None,
+        key: str | None = None,
+        guards: Any = None,
+        comment: str | None = None,
+    ) -> Rollout:
+        from ratekeeper.rollouts.plan import Guards
+
+        body = {
+            "version": int(version),
+            "mode": mode,
+            "percent": percent,
+            "steps": list(steps) if isinstance(steps, tuple | list) else steps,
+            "bake": bake,
+            "key": key,
+            "guards": guards.to_dict() if isinstance(guards, Guards) else guards,
+            "comment": comment,
+        }
+        return Rollout.from_dict(self._api.call("POST", f"{self._model(name)}/rollout", body=body))
+
+    def get_rollout(self, name: str) -> Rollout | None:
+        found = self._api.call("GET", f"{self._model(name)}/rollout")["rollout"]
+        return Rollout.from_dict(found) if found is not None else None
+
+    def rollout_events(self, name: str) -> list[dict[str, Any]]:
+        return list(self._api.call("GET", f"{self._model(name)}/rollout/events")["events"])
+
+    def pause_rollout(self, name: str, *, comment: str | None = None) -> Rollout:
+        return self._rollout_move(name, "pause", {"comment": comment})
+
+    def resume_rollout(self, name: str, *, comment: str | None = None) -> Rollout:
+        return self._rollout_move(name, "resume", {"comment": comment})
+
+    def abort_rollout(self, name: str, *, reason: str) -> Rollout:
+        return self._rollout_move(name, "abort", {"reason": reason})
+
+    def complete_rollout(self, name: str, *, comment: str | None = None) -> Rollout:
+        return self._rollout_move(name, "complete", {"comment": comment})
+
+    def rollout_report(self, name: str) -> dict[str, Any]:
+        """The comparison the server builds (its guard snapshots, its ledger)."""
+        return dict(self._api.call("GET", f"/v1/models/{segment(name)}/rollout/report"))
+
+    def record_outcome(
+        self, quote_id: str, *, taken_up: bool, written_premium: float | None = None
+    ) -> dict[str, Any]:
+        body = {"taken_up": taken_up, "written_premium": written_premium}
+        return dict(self._api.call("POST", f"/v1/quotes/{segment(quote_id)}/outcome", body=body))
+
+    def _rollout_move(self, name: str, move: str, body: dict[str, Any]) -> Rollout:
+        path = f"{self._model(name)}/rollout/{move}"
+        return Rollout.from_dict(self._api.call("POST", path, body=body))
 
     # -- helpers ----------------------------------------------------------------------------------
     def _model(self, name: str) -> str:

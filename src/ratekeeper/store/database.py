@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ratekeeper.errors import InvalidInputError, SchemaVersionError
 from ratekeeper.store import tables
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The newest migration: the schema this code reads and writes, and the only one it opens."""
 
 _SQLITE_BUSY_TIMEOUT_MS = 60_000

@@ -207,6 +207,9 @@ promotion_requests = sa.Table(
     sa.Column("decided_at", UTCDateTime, nullable=True),
     sa.Column("decision_comment", sa.Text, nullable=True),
     sa.Column("override", sa.Boolean, nullable=False),
+    # A Production request may carry a rollout plan (JSON, migration 0004): the approver approves
+    # the canary or staged release it describes, and the last step's promotion.
+    sa.Column("rollout_plan", sa.Text, nullable=True),
     sa.CheckConstraint(
         "status IN ('pending', 'approved', 'rejected', 'superseded')", name="status_known"
     ),
@@ -257,4 +260,79 @@ audit_events = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False, unique=True),
     sa.Index("ix_audit_events_model", "model"),
+)
+
+# -- rollouts (migration 0004) ---------------------------------------------------------------
+
+ROLLOUT_MODES = ("shadow", "canary", "staged")
+ROLLOUT_STATUSES = ("active", "paused", "completed", "aborted", "rolled_back")
+
+# A version released to a share of the quotes beside the Production version (rollouts/).
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False),
+    # The Production version when it started: the champion the challenger is compared with.
+    sa.Column("champion_version", sa.Integer, nullable=True),
+    sa.Column("mode", sa.String(10), nullable=False),
+    # The challenger's share of quotes now (shadow: the share of quotes priced in the shadow).
+    sa.Column("percent", sa.Float, nullable=False),
+    # Staged: the traffic steps ("1,10,50,100"), the step now reached and each step's bake time.
+    sa.Column("steps", sa.String(200), nullable=True),
+    sa.Column("step_index", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("bake_seconds", sa.Float, nullable=True),
+    # The policy field whose value decides the arm (NULL: the signature's id column, else a
+    # hash of the rating factors).
+    sa.Column("key", sa.String(200), nullable=True),
+    sa.Column("guards", sa.Text, nullable=False),  # JSON: the limits (rollouts/plan.py)
+    sa.Column("status", sa.String(12), nullable=False),
+    # The approved promotion request that carried this plan (canary, staged; NULL for a shadow).
+    sa.Column("request_id", sa.Integer, sa.ForeignKey("promotion_requests.id"), nullable=True),
+    sa.Column("started_by", sa.String(200), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("step_started_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.CheckConstraint("mode IN ('shadow', 'canary', 'staged')", name="mode_known"),
+    sa.CheckConstraint(
+        "status IN ('active', 'paused', 'completed', 'aborted', 'rolled_back')",
+        name="status_known",
+    ),
+    sa.CheckConstraint("percent >= 0 AND percent <= 100", name="percent_range"),
+    # At most one running (active or paused) rollout per model, enforced by the database.
+    sa.Index(
+        "ux_rollouts_one_running",
+        "model_id",
+        unique=True,
+        sqlite_where=sa.text("status IN ('active', 'paused')"),
+        postgresql_where=sa.text("status IN ('active', 'paused')"),
+    ),
+)
+
+# What happened to a rollout: its moves (also audit events) and the guards' snapshots that each
+# serving process writes every few seconds (telemetry: not audited).
+rollout_events = sa.Table(
+    "rollout_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("rollout_id", sa.Integer, sa.ForeignKey("rollouts.id"), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("kind", sa.String(12), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("percent", sa.Float, nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),  # JSON
+    sa.Index("ix_rollout_events_rollout_id", "rollout_id"),
+)
+
+# Whether a quote was taken up, posted by the policy system (POST /v1/quotes/{id}/outcome).
+quote_outcomes = sa.Table(
+    "quote_outcomes",
+    metadata,
+    sa.Column("quote_id", sa.String(40), primary_key=True),
+    sa.Column("taken_up", sa.Boolean, nullable=False),
+    sa.Column("written_premium", sa.Float, nullable=True),
+    sa.Column("recorded_by", sa.String(200), nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
 )
