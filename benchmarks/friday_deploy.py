@@ -391,9 +391,11 @@ def rollout_moves(registry: Any, approved: float) -> list[tuple[str, float]]:
     """The rollout's moves as the registry recorded them, in seconds after the approval."""
     moves = []
     for event in registry.rollout_events(MODEL):
-        if event["kind"] != "guards":
-            at = datetime.fromisoformat(event["at"]).timestamp() - approved
-            moves.append((f"rollout {event['kind']} → {event['percent']:g} %", at))
+        at = datetime.fromisoformat(event["at"]).timestamp() - approved
+        if event["kind"] in ("start", "step"):
+            moves.append((f"rollout {event['kind']}: {event['percent']:g} % of policies", at))
+        elif event["kind"] != "guards":
+            moves.append((f"rollout {event['kind']}", at))
     return moves
 
 

@@ -1,6 +1,7 @@
 """benchmarks/friday_deploy.py, run as a script with tiny sizes so that it cannot rot: the whole
-deploy (PostgreSQL, S3 on moto, two replicas under load, the pipeline's steps, the approval) must
-go through with no failed quote. It measures nothing here: the numbers are in docs/deploy.md."""
+deploy (PostgreSQL, S3 on moto, two replicas under load, the pipeline's steps, the approval, a
+staged rollout of two 1 s steps that ends in Production by itself) must go through with no failed
+quote. It measures nothing here: the numbers are in docs/deploy.md."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def can_run() -> None:
 def test_the_friday_deploy_runs_end_to_end_with_no_failed_quote(can_run, tmp_path) -> None:
     out = tmp_path / "friday.json"
     tiny = ["--rate", "10", "--policies", "50", "--book", "3000", "--workers", "1"]
-    tiny += ["--settle", "0.5", "--promotion", "plain"]
+    tiny += ["--settle", "0.5", "--steps", "50,100", "--bake", "1s"]
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "friday_deploy.py"), *tiny, "--json", str(out)],
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
@@ -46,6 +47,13 @@ def test_the_friday_deploy_runs_end_to_end_with_no_failed_quote(can_run, tmp_pat
         "ratekeeper check: the gates (CI)",
         "ratekeeper request (CI)",
         "ratekeeper approve (approver)",
+        "ratekeeper rollout start (deployer)",
+    ]
+    moves = [label for label, _ in measured["moves"]]
+    assert moves == [
+        "rollout start: 50 % of policies",
+        "rollout step: 100 % of policies",
+        "rollout complete",
     ]
     assert (measured["version"], measured["failed"], measured["replicas"]) == (2, 0, 2)
     assert measured["quotes"] > 0
