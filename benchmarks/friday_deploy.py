@@ -1,20 +1,26 @@
 """The Friday-night deploy, measured: from a modeller's commit to new prices on every replica.
 
-    PYTHONPATH=src python benchmarks/friday_deploy.py [--rate 40] [--policies 2000]
+    PYTHONPATH=src python benchmarks/friday_deploy.py [--steps 1,10,50,100] [--bake 5s]
+    PYTHONPATH=src python benchmarks/friday_deploy.py --promotion plain
 
 On one machine: a throwaway PostgreSQL server (as tests/pg.py makes one), an S3 server (moto, in
 a process of its own, on 127.0.0.1) holding the artifacts and the quote ledgers, and two
-`ratekeeper serve` replicas under steady quote load. The deploy then runs as a team runs it, each
-step a process of its own as in deploy/ci/: the pipeline's `train.py` trains and registers the
-new version through a replica (the remote client, a modeller's token: CI holds no database or
-store credentials), `ratekeeper check` runs the gates, `ratekeeper request` files the promotion
-request, a second person runs `ratekeeper approve`, and the version moves.
+`ratekeeper serve` replicas under steady quote load (--rate per replica, --policies distinct
+policies in turn, so that every step of a rollout shows in the answers). The deploy runs as a
+team runs it, each step a process of its own as in deploy/ci/: the pipeline's `train.py` trains
+and registers the new version through a replica (the remote client with a modeller's token: CI
+holds no database or store credentials), `ratekeeper check` runs the gates, `ratekeeper request
+--rollout staged` files the promotion request with its plan, a second person runs `ratekeeper
+approve`, and a deployer `ratekeeper rollout start`; the replicas then step the rollout by
+themselves until the version is in Production. With --promotion plain the request carries no
+plan and the approval moves the version at once.
 
-Printed: each step's duration, and the headline: the time from the approval (its recorded time)
-to the last replica serving the new version, read from the replicas' answers (the `version`
-field of every quote: a replica serves the new version from its last answer by another one),
-plus the failed requests (must be 0). The reference in the same run is the load's own quote
-latency (median and p99 over the whole run).
+Printed: each step's duration; the rollout's moves as the registry recorded them; and the
+headline, the time from the approval (its recorded time) to the last replica serving only the
+new version, read from the replicas' answers (the `version` field of every quote: a replica
+serves the new version from the end of its last answer by another one, so the reading is as fine
+as the gap between two quotes), plus the failed requests (must be 0). The reference in the same
+run: the bakes a staged rollout must wait before its last step, and the load's quote latency.
 """
 
 from __future__ import annotations
