@@ -1,6 +1,7 @@
 """Two `ratekeeper serve` replicas sharing one PostgreSQL registry and one S3 store (moto on
 loopback: the artifacts, and each replica's quote ledger shipped there), under steady load
-through promotions, rollbacks and a restart of PostgreSQL.
+through promotions, rollbacks, rollouts started (a canary of every policy) and aborted, and a
+restart of PostgreSQL.
 
 Every change must reach both replicas (both workers of each) within a second, by notification:
 the replicas poll only every 5 s. No request may fail, and no answer may come from a version
@@ -121,10 +122,17 @@ def test_two_replicas_follow_every_move_within_a_second(world, tmp_path, private
 
     def move(n: int) -> None:
         started = time.monotonic()
-        if n % 3 == 2:
+        production = registry.resolve(f"models:/{MODEL}/Production").version
+        if n >= 12 and n % 2 == 0:  # a canary of every policy: its version answers them all
+            live = production % 3 + 1
+            registry.start_rollout(MODEL, live, mode="canary", percent=100, comment=f"move {n}")
+        elif n >= 12:
+            registry.abort_rollout(MODEL, reason=f"move {n}")
+            live = production
+        elif n % 3 == 2:
             live = registry.rollback(MODEL).version
         else:
-            live = registry.resolve(f"models:/{MODEL}/Production").version % 3 + 1
+            live = production % 3 + 1
             registry.transition_stage(MODEL, live, "Production", comment=f"move {n}")
         timeline.append((started, time.monotonic(), live))
         time.sleep(1.5)
@@ -153,7 +161,7 @@ def test_two_replicas_follow_every_move_within_a_second(world, tmp_path, private
             wait_for(a, "notifications")
             wait_for(b, "notifications")
             reconnected = time.monotonic() - restarted
-            for n in range(6, 12):
+            for n in range(6, 16):  # four more: rollouts started and aborted
                 move(n)
 
     delays = {}
@@ -168,7 +176,8 @@ def test_two_replicas_follow_every_move_within_a_second(world, tmp_path, private
         f"\n{len(everything)} changes seen (2 replicas x {len(timeline) - 1} moves), seconds "
         f"from commit to the last old answer: median {statistics.median(everything):.3f}, "
         f"p90 {everything[int(0.9 * len(everything))]:.3f}, max {everything[-1]:.3f}; "
-        f"all: {[round(d, 3) for d in everything]}; listeners back "
+        f"all: {[round(d, 3) for d in everything]}; of the rollouts' starts and aborts, max "
+        f"{max(delays['a'][12:] + delays['b'][12:]):.3f}; listeners back "
         f"{reconnected:.2f} s after PostgreSQL's start"
     )
     assert everything[-1] < SEEN_WITHIN
