@@ -1,11 +1,14 @@
-"""Two `ratekeeper serve` replicas sharing one PostgreSQL registry and one artifact store, under
-steady load through promotions, rollbacks and a restart of PostgreSQL.
+"""Two `ratekeeper serve` replicas sharing one PostgreSQL registry and one S3 store (moto on
+loopback: the artifacts, and each replica's quote ledger shipped there), under steady load
+through promotions, rollbacks, rollouts started (a canary of every policy) and aborted, and a
+restart of PostgreSQL.
 
 Every change must reach both replicas (both workers of each) within a second, by notification:
 the replicas poll only every 5 s. No request may fail, and no answer may come from a version
 that was not live at that moment. While PostgreSQL is down the replicas keep pricing (they poll
 meanwhile); once it is back, their listeners reconnect and the next change arrives as fast.
 The time each change took to reach each replica is printed (run with ``-s`` to read it).
+Once the replicas have stopped, every quote they answered is in the ledger on S3, verified.
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ import pytest
 from tests.http_helpers import policies
 from tests.server_process import rating_server, request
 
+from ratekeeper import Settings
 from ratekeeper.demo import train_glm
+from ratekeeper.engine.ledger_store import ledger_view, open_ledger_objects
+from ratekeeper.engine.ledger_verify import verify_ledger
+from ratekeeper.governance.signing import SigningKey
 from ratekeeper.synthetic import motor_portfolio
 from registries import TEST_KEY, open_registry
 
@@ -32,19 +39,14 @@ WAIT = 30.0
 
 
 @pytest.fixture()
-def shared_artifacts(tmp_path: Path) -> str:
-    """The artifact store both replicas read: a local folder until the S3 store lands; then
-    an ``s3://`` URI on a moto server on loopback (parametrize this fixture)."""
-    return str(tmp_path / "artifacts")
-
-
-@pytest.fixture()
-def world(private_postgres, shared_artifacts, tmp_path, monkeypatch):
-    monkeypatch.setenv("RATEKEEPER_AUDIT_KEY", TEST_KEY)  # the replicas inherit both
-    monkeypatch.setenv("RATEKEEPER_ARTIFACTS", shared_artifacts)
+def world(private_postgres, s3_location, tmp_path, monkeypatch):
+    # The replicas inherit the environment: the key, the store, its endpoint and credentials
+    # (s3_location sets RATEKEEPER_S3_ENDPOINT_URL and the AWS_* variables, as a team's would).
+    monkeypatch.setenv("RATEKEEPER_AUDIT_KEY", TEST_KEY)
+    monkeypatch.setenv("RATEKEEPER_ARTIFACTS", s3_location)
     url = private_postgres.url(private_postgres.create_database())
     book = motor_portfolio(2000, seed=4)
-    registry = open_registry(url, user="modeller", artifacts=shared_artifacts)
+    registry = open_registry(url, user="modeller", artifacts=s3_location)
     for i in range(3):  # three versions with (slightly) different training data
         registry.register_model(
             train_glm(book.iloc[i * 50 :]),
@@ -53,7 +55,7 @@ def world(private_postgres, shared_artifacts, tmp_path, monkeypatch):
             exposure="exposure",
         )
     registry.transition_stage(MODEL, 1, "Production")
-    yield registry, url, policies(book, 1)[0]
+    yield registry, url, policies(book, 1)[0], s3_location
     registry.close()
 
 
@@ -115,15 +117,22 @@ def wait_for(port: int, state: str) -> None:
 
 
 def test_two_replicas_follow_every_move_within_a_second(world, tmp_path, private_postgres):
-    registry, url, policy = world
+    registry, url, policy, store = world
     timeline = [(0.0, 0.0, 1)]  # (move started, move committed, the Production version it made)
 
     def move(n: int) -> None:
         started = time.monotonic()
-        if n % 3 == 2:
+        production = registry.resolve(f"models:/{MODEL}/Production").version
+        if n >= 12 and n % 2 == 0:  # a canary of every policy: its version answers them all
+            live = production % 3 + 1
+            registry.start_rollout(MODEL, live, mode="canary", percent=100, comment=f"move {n}")
+        elif n >= 12:
+            registry.abort_rollout(MODEL, reason=f"move {n}")
+            live = production
+        elif n % 3 == 2:
             live = registry.rollback(MODEL).version
         else:
-            live = registry.resolve(f"models:/{MODEL}/Production").version % 3 + 1
+            live = production % 3 + 1
             registry.transition_stage(MODEL, live, "Production", comment=f"move {n}")
         timeline.append((started, time.monotonic(), live))
         time.sleep(1.5)
@@ -152,7 +161,7 @@ def test_two_replicas_follow_every_move_within_a_second(world, tmp_path, private
             wait_for(a, "notifications")
             wait_for(b, "notifications")
             reconnected = time.monotonic() - restarted
-            for n in range(6, 12):
+            for n in range(6, 16):  # four more: rollouts started and aborted
                 move(n)
 
     delays = {}
@@ -167,10 +176,26 @@ def test_two_replicas_follow_every_move_within_a_second(world, tmp_path, private
         f"\n{len(everything)} changes seen (2 replicas x {len(timeline) - 1} moves), seconds "
         f"from commit to the last old answer: median {statistics.median(everything):.3f}, "
         f"p90 {everything[int(0.9 * len(everything))]:.3f}, max {everything[-1]:.3f}; "
-        f"all: {[round(d, 3) for d in everything]}; listeners back "
+        f"all: {[round(d, 3) for d in everything]}; of the rollouts' starts and aborts, max "
+        f"{max(delays['a'][12:] + delays['b'][12:]):.3f}; listeners back "
         f"{reconnected:.2f} s after PostgreSQL's start"
     )
     assert everything[-1] < SEEN_WITHIN
+    shipped_to_s3(store, tmp_path, answered=len(load_a.records) + len(load_b.records))
+
+
+def shipped_to_s3(store: str, tmp_path: Path, answered: int) -> None:
+    """The stopped replicas' spools are empty, and the ledger on S3 holds every quote answered,
+    its chains and seals intact: one chain per worker that priced a quote (a worker may get
+    none: the load's two keep-alive connections per replica can land on one worker)."""
+    for name in ("ledger-a", "ledger-b"):
+        assert [p for p in (tmp_path / name).rglob("*") if p.is_file()] == [], name
+    objects = open_ledger_objects(f"{store}/ledger", Settings.from_env())
+    with ledger_view(None, objects, model=MODEL) as view:
+        result = verify_ledger(view, SigningKey(bytes.fromhex(TEST_KEY)))
+    assert result.intact, result.summary()
+    assert (result.rows, result.open_chains) == (answered, 0)
+    assert 2 <= result.chains <= 4
 
 
 def check_timeline(records: list, timeline: list) -> list[float]:
