@@ -17,6 +17,7 @@ import argparse
 import http.client
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -97,7 +98,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rate", type=float, default=1000.0, help="offered quotes/s (0: flat out)")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="server (workers and request process) on the first half of the cores, the quote "
+        "client and the uploader on the rest, as the serving benchmark pins wrk (Linux)",
+    )
     args = parser.parse_args()
+    cores = sorted(os.sched_getaffinity(0)) if args.pin else []
+    if args.pin and len(cores) < 2:
+        parser.error("--pin needs at least two cores")
+    server_cores, client_cores = set(cores[: len(cores) // 2]), set(cores[len(cores) // 2 :])
     book = motor_portfolio(20_000, seed=3)
     policy = {
         k: (str(v) if k in ("area", "fuel", "cover") else v)
@@ -114,7 +125,11 @@ def main() -> None:
         registry.transition_stage(MODEL, 1, "Production")
         token = registry.create_token(description="benchmark")
         registry.close()
+        if args.pin:  # the server's processes inherit this; the clients move away below
+            os.sched_setaffinity(0, server_cores)
         with rating_server(Path(folder), "--no-ledger", workers=args.workers) as port:
+            if args.pin:
+                os.sched_setaffinity(0, client_cores)
 
             def measure() -> list[float]:
                 if args.rate:
@@ -134,7 +149,11 @@ def main() -> None:
             uploader.join()
     change = float(ms(busy, 99)) / float(ms(alone, 99)) - 1
     offered = f"{args.rate:,.0f} quotes/s offered" if args.rate else "quotes flat out"
-    print(f"{len(body) / 1e6:.1f} MB holdout uploads, {args.workers} worker(s), {offered}")
+    pinned = f", server on cores {sorted(server_cores)}, clients on {sorted(client_cores)}"
+    print(
+        f"{len(body) / 1e6:.1f} MB holdout uploads, {args.workers} worker(s), {offered}"
+        + (pinned if args.pin else "")
+    )
     print("| phase | Production quotes | p50 ms | p99 ms | uploads |")
     print("|---|---|---|---|---|")
     print(f"| alone | {len(alone)} | {ms(alone, 50)} | {ms(alone, 99)} | - |")

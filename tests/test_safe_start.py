@@ -305,3 +305,51 @@ def _cmdline(pid: str) -> str:
         return (Path("/proc") / pid / "cmdline").read_bytes().decode(errors="replace").rstrip("\0")
     except OSError:
         return ""
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_request_process_dies_with_a_killed_worker(tmp_path) -> None:
+    # A promotion request starts the worker's request process; a worker killed outright used
+    # to leave it running forever (it holds its own queue's write end, so never sees EOF).
+    import ratekeeper as rk
+    from ratekeeper.demo import train_glm
+    from ratekeeper.synthetic import motor_portfolio
+
+    book = motor_portfolio(1500, seed=6)
+    registry, _ = rk.Registry.create(tmp_path / "reg", admin="admin", policy="open")
+    registry.register_model(train_glm(book), MODEL, training_data=book, exposure="exposure")
+    registry.transition_stage(MODEL, 1, "Production")
+    token = registry.create_token(description="test")
+    registry.close()
+    with rating_server(tmp_path / "reg", "--no-ledger", workers=1) as port:
+        (server,) = [
+            p for p in _children(os.getpid()) if str(port) in Path(f"/proc/{p}/cmdline").read_text()
+        ]
+        bearer = {"authorization": f"Bearer {token}"}
+        status, body = request(port, "POST", "/v1/requests", {"model": MODEL}, headers=bearer)
+        assert status == 400, body  # refused by the request process, which now runs
+        spawned = {
+            p
+            for p in _children(server)
+            if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+        }
+        assert spawned, "no request process was started"
+        os.kill(server, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in spawned):
+            time.sleep(0.05)
+        alive = [p for p in spawned if Path(f"/proc/{p}").exists()]
+        for p in alive:  # never leave one behind, even when the test fails
+            os.kill(p, signal.SIGKILL)
+        assert alive == []
