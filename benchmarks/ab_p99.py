@@ -24,6 +24,8 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,12 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rk-ab-") as tmp_name:
         tmp = Path(tmp_name)
-        folder = args.registry
-        if folder is None:
-            from bench_quote_steps import build_registry
-
-            folder = tmp / "rk"
-            build_registry(folder)
+        folders = {"before": args.registry, "after": args.registry}
+        if args.registry is None:
+            # Made by the older checkout, then a copy upgraded by the newer one (a server never
+            # migrates a registry, and an older one cannot read a newer schema).
+            folders = {"before": tmp / "rk-before", "after": tmp / "rk-after"}
+            build = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[2]); "
+                     "from bench_quote_steps import build_registry; "
+                     "build_registry(Path(sys.argv[1]))")
+            subprocess.run([sys.executable, "-c", build, str(folders["before"]), str(HERE)],
+                           check=True, env={**os.environ, "PYTHONPATH": str(args.before.resolve())})
+            shutil.copytree(folders["before"], folders["after"])
+            subprocess.run([sys.executable, "-m", "ratekeeper", "--registry",
+                            str(folders["after"]), "migrate"], check=True,
+                           env={**os.environ, "PYTHONPATH": str(args.after.resolve())})
         from bemtpl import DATA, load_frames
         from bench_serve import sample_policies
 
@@ -66,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             for side, src in (("before", args.before), ("after", args.after)):
                 port = free_port()
                 env = {**os.environ, "PYTHONPATH": str(src.resolve())}
-                command = [sys.executable, "-m", "ratekeeper", "--registry", str(folder), "serve",
-                           "--port", str(port), "--workers", str(args.workers), "--log-level",
-                           "warning", "--ledger", str(tmp / f"ledger-{side}"),
+                command = [sys.executable, "-m", "ratekeeper", "--registry", str(folders[side]),
+                           "serve", "--port", str(port), "--workers", str(args.workers),
+                           "--log-level", "warning", "--ledger", str(tmp / f"ledger-{side}"),
                            "--drift-interval", "0"]
                 server = stack.enter_context(
                     running(command, port, tmp / f"{side}.log", "/readyz", env))
