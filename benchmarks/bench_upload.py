@@ -101,14 +101,16 @@ def main() -> None:
     parser.add_argument(
         "--pin",
         action="store_true",
-        help="server (workers and request process) on the first half of the cores, the quote "
-        "client and the uploader on the rest, as the serving benchmark pins wrk (Linux)",
+        help="the uploader on the second half of the cores, alone; the server and the quote "
+        "client on the first half (Linux). A modeller's upload comes from another machine: on "
+        "this one, its sending and the kernel's loopback work (softirq, on the sender's core, "
+        "whatever its priority) would delay the quote client's own sends",
     )
     args = parser.parse_args()
     cores = sorted(os.sched_getaffinity(0)) if args.pin else []
     if args.pin and len(cores) < 2:
         parser.error("--pin needs at least two cores")
-    server_cores, client_cores = set(cores[: len(cores) // 2]), set(cores[len(cores) // 2 :])
+    server_cores, uploader_cores = set(cores[: len(cores) // 2]), set(cores[len(cores) // 2 :])
     book = motor_portfolio(20_000, seed=3)
     policy = {
         k: (str(v) if k in ("area", "fuel", "cover") else v)
@@ -125,11 +127,9 @@ def main() -> None:
         registry.transition_stage(MODEL, 1, "Production")
         token = registry.create_token(description="benchmark")
         registry.close()
-        if args.pin:  # the server's processes inherit this; the clients move away below
+        if args.pin:  # the server's processes and the quote client; the uploader moves away
             os.sched_setaffinity(0, server_cores)
         with rating_server(Path(folder), "--no-ledger", workers=args.workers) as port:
-            if args.pin:
-                os.sched_setaffinity(0, client_cores)
 
             def measure() -> list[float]:
                 if args.rate:
@@ -141,7 +141,11 @@ def main() -> None:
             spawn = multiprocessing.get_context("spawn")
             stop, results = spawn.Event(), spawn.Queue()
             uploader = spawn.Process(target=upload, args=(port, body, token, stop, results))
+            if args.pin:  # the uploader inherits its cores from this process at start
+                os.sched_setaffinity(0, uploader_cores)
             uploader.start()
+            if args.pin:
+                os.sched_setaffinity(0, server_cores)
             time.sleep(1.0)
             busy = measure()
             stop.set()
@@ -149,7 +153,9 @@ def main() -> None:
             uploader.join()
     change = float(ms(busy, 99)) / float(ms(alone, 99)) - 1
     offered = f"{args.rate:,.0f} quotes/s offered" if args.rate else "quotes flat out"
-    pinned = f", server on cores {sorted(server_cores)}, clients on {sorted(client_cores)}"
+    pinned = (
+        f", server and quotes on cores {sorted(server_cores)}, uploads on {sorted(uploader_cores)}"
+    )
     print(
         f"{len(body) / 1e6:.1f} MB holdout uploads, {args.workers} worker(s), {offered}"
         + (pinned if args.pin else "")
