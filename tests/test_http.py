@@ -271,16 +271,19 @@ def test_a_model_that_fails_to_load_is_reported_and_the_others_keep_serving(tmp_
     with TestClient(app) as client:
         ready = client.get("/readyz").json()
         assert ready["status"] == "degraded"
-        assert ready["load_failures"] == [
-            {
-                "model": MODEL,
-                "version": 1,
-                "slot": slot,  # champion is kept on the Production version
-                "error": f"{MODEL} version 1: artifact blob sha256:{broken.artifact_digest[:12]} "
-                "is missing",
-            }
-            for slot in ("Production", "champion")
-        ]
+        assert (
+            ready["load_failures"]
+            == [
+                {
+                    "model": MODEL,
+                    "version": 1,
+                    "slot": slot,  # champion is kept on the Production version
+                    "error": f"{MODEL} version 1: artifact blob sha256:{broken.artifact_digest[:12]} "
+                    "is missing",
+                }
+                for slot in ("Production", "champion")
+            ]
+        )
         policy = policies(book, 1)[0]
         assert client.post("/v1/models/home_frequency/quote", json=policy).status_code == 200
         response = client.post(f"/v1/models/{MODEL}/quote", json=policy)

@@ -143,7 +143,13 @@ def test_nothing_is_lost_while_the_store_is_down(
         stop()  # the store goes down while quotes flow
         during = in_segments(ledger, 200, start=60)
         wait_for(lambda: len(list(spool.rglob("*.parquet"))) >= 6, "segments sealed into the spool")
-        wait_for(lambda: ledger.spool is not None and ledger.spool.full, "the spool to fill")
+        # The spool's state is measured at each upload round, and the rounds back off while the
+        # store is down (up to a minute): wait for a round that saw the sealed segments.
+        wait_for(
+            lambda: ledger.spool is not None and ledger.spool.full and ledger.spool.segments >= 5,
+            "the spool to fill",
+            seconds=90,
+        )
         state = ledger.spool
         assert state is not None and state.bytes >= 4096 and state.segments >= 5
         assert state.error is not None and state.error.startswith("cannot reach the artifact store")

@@ -26,6 +26,7 @@ gigabytes); a row, a header or a ``dataframe_split`` has at most ``MAX_COLUMNS``
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from ratekeeper.packaging.signature import ANY, CATEGORICAL, Signature
 
 JSON = "application/json"
 CSV = "text/csv"
+_LINE_BREAK = re.compile(rb"\r\n|\n|\r")
 PARQUET = "application/vnd.apache.parquet"
 MEDIA_TYPES = (JSON, CSV, PARQUET)
 BOM = b"\xef\xbb\xbf"
@@ -286,11 +288,15 @@ def _csv_batch(body: bytes, signature: Signature) -> Batch:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    first = body.split(b"\n", 1)[0]
+    # The header ends at the first line break of any kind, as Arrow reads it: a lone \r (old
+    # Mac line ends) inside the line made the csv module raise (a 500 found by schemathesis).
+    first = _LINE_BREAK.split(body, maxsplit=1)[0]
     try:
-        header = next(csv.reader([first.decode("utf-8").rstrip("\r")]), [])
+        header = next(csv.reader([first.decode("utf-8")]), [])
     except UnicodeDecodeError:
         raise ProtocolError("the CSV body is not UTF-8") from None
+    except csv.Error as exc:  # e.g. a header field beyond the csv module's size limit
+        raise ProtocolError(f"cannot read the CSV body's header line: {_short(exc)}") from None
     if not header or header == [""]:
         raise ProtocolError("the CSV body has no header line (column names)")
     if len(header) > MAX_COLUMNS:

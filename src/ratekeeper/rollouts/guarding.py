@@ -26,9 +26,7 @@ MAX_SEGMENT_FIELDS, MAX_SEGMENT_LEVELS = 8, 30
 class GuardStats:
     """Counts for one rollout in one process; ``snapshot()`` is what the report shows."""
 
-    def __init__(
-        self, rollout_id: int, guards: Guards, segment_fields: Sequence[str] = ()
-    ) -> None:
+    def __init__(self, rollout_id: int, guards: Guards, segment_fields: Sequence[str] = ()) -> None:
         self.rollout_id = rollout_id
         self.guards = guards
         self.champion_quotes = 0
