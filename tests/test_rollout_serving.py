@@ -127,8 +127,10 @@ class Load:
 
 def test_a_challenger_three_times_dearer_is_rolled_back_within_a_second(world) -> None:
     registry, sent, folder = world
-    guards = rk.Guards(min_quotes=30, sample=1.0, max_p99_ms=10_000)
-    with rating_server(folder, "--poll-interval", "0.2", workers=2) as port:
+    posted: list[dict] = []
+    hook = _Webhook(posted)
+    guards = rk.Guards(min_quotes=30, sample=1.0, max_p99_ms=10_000, webhook=hook.url)
+    with hook, rating_server(folder, "--poll-interval", "0.2", workers=2) as port:
         with Load(port, sent[:500]) as load:
             time.sleep(0.5)
             registry.start_rollout(MODEL, 2, mode="canary", percent=50, guards=guards)
@@ -146,6 +148,41 @@ def test_a_challenger_three_times_dearer_is_rolled_back_within_a_second(world) -
     late = [at - recorded_at for at in challengers if at > recorded_at + ROLLBACK_WINDOW]
     assert late == [], f"challenger answers {late} s after the rollback"
     assert registry.get_model(MODEL).aliases == {"champion": 1}
+    wait_for(lambda: len(posted) >= 1)  # the webhook heard it, from the worker that tripped
+    assert [(b["event"], b["model"], b["rollout"]["status"]) for b in posted] == [
+        ("rollout.rollback", MODEL, "rolled_back")
+    ]
+    assert posted[0]["rollout"]["reason"] == rollout.reason
+
+
+class _Webhook:
+    """A loopback HTTP endpoint that keeps the JSON bodies POSTed to it."""
+
+    def __init__(self, posted: list[dict]) -> None:
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                posted.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Webhook:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def test_a_staged_rollout_steps_by_itself_and_ends_in_production(world) -> None:
