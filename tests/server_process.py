@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,3 +102,44 @@ def request(
     finally:
         if own:
             conn.close()
+
+
+class SteadyQuotes:
+    """Quotes of one policy at a steady rate on keep-alive connections (the hot-swap and
+    replica tests); records (sent, received, status, version)."""
+
+    def __init__(
+        self, port: int, model: str, policy: dict, rate: float = 100.0, threads: int = 2
+    ) -> None:
+        self.port, self.policy, self.interval = port, policy, threads / rate
+        self.path = f"/v1/models/{model}/quote"
+        self.records: list[tuple[float, float, int, int | None]] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        next_send = time.monotonic()
+        while not self.stop.is_set():
+            sent = time.monotonic()
+            try:
+                status, body = request(self.port, "POST", self.path, self.policy, connection=conn)
+                version = body.get("version") if status == 200 else None
+            except OSError:
+                status, version = 0, None
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            self.records.append((sent, time.monotonic(), status, version))
+            next_send += self.interval
+            time.sleep(max(0.0, next_send - time.monotonic()))
+        conn.close()
+
+    def __enter__(self) -> SteadyQuotes:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=15)

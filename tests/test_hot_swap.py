@@ -7,15 +7,13 @@ was not live at that moment.
 
 from __future__ import annotations
 
-import http.client
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 from tests.http_helpers import MODEL, policies
-from tests.server_process import rating_server, request
+from tests.server_process import SteadyQuotes, rating_server, request
 
 from registries import open_registry
 
@@ -41,45 +39,6 @@ def world(tmp_path):
     return registry, policies(book, 1)[0], tmp_path
 
 
-class Load:
-    """Quotes at a steady rate on keep-alive connections; records (sent, received, status, v)."""
-
-    def __init__(self, port: int, policy: dict, rate: float = 150.0, threads: int = 3) -> None:
-        self.port, self.policy, self.interval = port, policy, threads / rate
-        self.records: list[tuple[float, float, int, int | None]] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
-
-    def run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        next_send = time.monotonic()
-        while not self.stop.is_set():
-            sent = time.monotonic()
-            try:
-                status, body = request(
-                    self.port, "POST", f"/v1/models/{MODEL}/quote", self.policy, connection=conn
-                )
-                version = body.get("version") if status == 200 else None
-            except OSError:
-                status, version = 0, None
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            self.records.append((sent, time.monotonic(), status, version))
-            next_send += self.interval
-            time.sleep(max(0.0, next_send - time.monotonic()))
-        conn.close()
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=15)
-
-
 def cli(folder, *args: str) -> None:
     subprocess.run(
         [sys.executable, "-m", "ratekeeper", "--registry", str(folder), *args],
@@ -93,7 +52,10 @@ def test_twenty_promotions_and_rollbacks_under_load(world) -> None:
     registry, policy, folder = world
     # (when the move started, when it had committed, the Production version it made)
     timeline = [(0.0, 0.0, 1)]
-    with rating_server(folder, "--poll-interval", "0.1") as port, Load(port, policy) as load:
+    with (
+        rating_server(folder, "--poll-interval", "0.1") as port,
+        SteadyQuotes(port, MODEL, policy, rate=150.0, threads=3) as load,
+    ):
         time.sleep(0.5)
         for move in range(20):
             started = time.monotonic()

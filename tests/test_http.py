@@ -278,8 +278,8 @@ def test_a_model_that_fails_to_load_is_reported_and_the_others_keep_serving(tmp_
                     "model": MODEL,
                     "version": 1,
                     "slot": slot,  # champion is kept on the Production version
-                    "error": f"{MODEL} version 1: artifact blob sha256:{broken.artifact_digest[:12]} "
-                    "is missing",
+                    "error": f"{MODEL} version 1: artifact blob "
+                    f"sha256:{broken.artifact_digest[:12]} is missing",
                 }
                 for slot in ("Production", "champion")
             ]

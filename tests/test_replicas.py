@@ -13,15 +13,13 @@ Once the replicas have stopped, every quote they answered is in the ledger on S3
 
 from __future__ import annotations
 
-import http.client
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from tests.http_helpers import policies
-from tests.server_process import rating_server, request
+from tests.server_process import SteadyQuotes, rating_server, request
 
 from ratekeeper import Settings
 from ratekeeper.demo import train_glm
@@ -57,45 +55,6 @@ def world(private_postgres, s3_location, tmp_path, monkeypatch):
     registry.transition_stage(MODEL, 1, "Production")
     yield registry, url, policies(book, 1)[0], s3_location
     registry.close()
-
-
-class Load:
-    """Quotes at a steady rate on keep-alive connections; records (sent, received, status, v)."""
-
-    def __init__(self, port: int, policy: dict, rate: float = 100.0, threads: int = 2) -> None:
-        self.port, self.policy, self.interval = port, policy, threads / rate
-        self.records: list[tuple[float, float, int, int | None]] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
-
-    def run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        next_send = time.monotonic()
-        while not self.stop.is_set():
-            sent = time.monotonic()
-            try:
-                status, body = request(
-                    self.port, "POST", f"/v1/models/{MODEL}/quote", self.policy, connection=conn
-                )
-                version = body.get("version") if status == 200 else None
-            except OSError:
-                status, version = 0, None
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            self.records.append((sent, time.monotonic(), status, version))
-            next_send += self.interval
-            time.sleep(max(0.0, next_send - time.monotonic()))
-        conn.close()
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=15)
 
 
 def following(port: int, workers: int = 2) -> set[str]:
@@ -148,7 +107,7 @@ def test_two_replicas_follow_every_move_within_a_second(world, tmp_path, private
     ):
         wait_for(a, "notifications")
         wait_for(b, "notifications")
-        with Load(a, policy) as load_a, Load(b, policy) as load_b:
+        with SteadyQuotes(a, MODEL, policy) as load_a, SteadyQuotes(b, MODEL, policy) as load_b:
             time.sleep(0.5)
             for n in range(6):
                 move(n)
