@@ -127,3 +127,13 @@ async def read_json_off_loop(request: Request, limit: int) -> Any:
     parsing a 40 MB holdout or package takes the CPU for a good fraction of a second."""
     body = await protocol.read_body(request, limit)
     return await off_loop(lambda: protocol.parse_json(body))
+
+
+async def read_object(request: Request, limit: int = 100_000) -> dict[str, Any]:
+    """A small JSON object body (a move's comment, a rollout's plan); an empty body is ``{}``."""
+    if not (await request.body()).strip():
+        return {}
+    body = await read_json_off_loop(request, limit)
+    if not isinstance(body, dict):
+        raise HTTPProblem("bad_request", "send a JSON object")
+    return body

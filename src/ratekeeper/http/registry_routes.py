@@ -31,6 +31,7 @@ from ratekeeper.http.auth import (
     id64,
     off_loop,
     read_json_off_loop,
+    read_object,
     require,
 )
 from ratekeeper.http.errors import HTTPProblem, json_response
@@ -183,7 +184,7 @@ def _add_moving_routes(app: FastAPI, auth: TokenAuth) -> None:
     async def transition(request: Request, name: str, version: int) -> Response:
         number = _version_number(name, version)
         actor = await off_loop(lambda: auth.acting(request))
-        body = await _object(request)
+        body = await read_object(request)
         moved = await off_loop(
             lambda: actor.transition_stage(
                 name, number, str(body.get("stage", "")), comment=_text(body.get("comment"))
@@ -199,7 +200,7 @@ def _add_moving_routes(app: FastAPI, auth: TokenAuth) -> None:
     )
     async def rollback(request: Request, name: str) -> Response:
         actor = await off_loop(lambda: auth.acting(request))
-        comment = _text((await _object(request)).get("comment"))
+        comment = _text((await read_object(request)).get("comment"))
         back = await off_loop(lambda: actor.rollback(name, comment=comment))
         return json_response(back.to_dict())
 
@@ -211,7 +212,7 @@ def _add_moving_routes(app: FastAPI, auth: TokenAuth) -> None:
     )
     async def set_alias(request: Request, name: str, alias: str) -> Response:
         actor = await off_loop(lambda: auth.acting(request))
-        version = (await _object(request)).get("version")
+        version = (await read_object(request)).get("version")
         if isinstance(version, bool) or not isinstance(version, int):
             raise HTTPProblem("bad_request", 'send {"version": N}')
         number = _version_number(name, version)
@@ -278,15 +279,6 @@ def _unpack(manifest: dict[str, Any], files: Any) -> Package:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         # A manifest that breaks the package format (the exception, not the payload, is named).
         raise InvalidInputError(f"the package manifest is invalid ({type(exc).__name__})") from None
-
-
-async def _object(request: Request) -> dict[str, Any]:
-    if not (await request.body()).strip():
-        return {}
-    body = await read_json_off_loop(request, 100_000)
-    if not isinstance(body, dict):
-        raise HTTPProblem("bad_request", "send a JSON object")
-    return body
 
 
 def _mapping(value: Any, what: str) -> dict[str, Any]:

@@ -16,8 +16,9 @@ from starlette.responses import Response
 
 from ratekeeper.errors import InvalidInputError, NotFoundError
 from ratekeeper.http.access import require as require_role
-from ratekeeper.http.auth import AUTH_ERRORS, TokenAuth, off_loop, read_json_off_loop, require
+from ratekeeper.http.auth import AUTH_ERRORS, TokenAuth, off_loop, read_object, require
 from ratekeeper.http.errors import HTTPProblem, json_response
+from ratekeeper.http.protocol import MAX_ID
 from ratekeeper.rollouts import report
 from ratekeeper.rollouts.routing import RolloutEngine
 
@@ -67,10 +68,8 @@ def add_rollout_routes(
         # a rating server is reachable by more people than the registry's own users.
         await off_loop(lambda: require_role(auth, request, "outcome"))
         actor = await off_loop(lambda: auth.acting(request))
-        body = await _object(request)
-        unknown = sorted(set(body) - {"taken_up", "written_premium"})
-        if unknown:
-            raise InvalidInputError(f"unknown field(s): {', '.join(unknown)[:200]}")
+        body = await read_object(request)
+        _only(body, ("taken_up", "written_premium"))
         taken_up = body.get("taken_up")
         if not isinstance(taken_up, bool):
             raise InvalidInputError("taken_up must be true or false")
@@ -112,12 +111,10 @@ def _add_moves(app: FastAPI, auth: TokenAuth) -> None:
     )
     async def start(request: Request, name: str) -> Response:
         actor = await off_loop(lambda: auth.acting(request))
-        body = await _object(request)
-        unknown = sorted(set(body) - set(START_FIELDS))
-        if unknown:
-            raise InvalidInputError(f"unknown field(s): {', '.join(unknown)[:200]}")
+        body = await read_object(request)
+        _only(body, START_FIELDS)
         version = body.get("version")
-        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**63:
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_ID:
             raise HTTPProblem("bad_request", "version must be a version number")
         options = {k: body.get(k) for k in START_FIELDS if k not in ("version", "mode")}
         started = await off_loop(
@@ -132,7 +129,7 @@ def _add_moves(app: FastAPI, auth: TokenAuth) -> None:
 def _add_move(app: FastAPI, auth: TokenAuth, move: str) -> None:
     async def handler(request: Request, name: str) -> Response:
         actor = await off_loop(lambda: auth.acting(request))
-        body = await _object(request)
+        body = await read_object(request)
         text = body.get("reason" if move == "abort" else "comment")
         text = None if text is None else str(text)
         if move == "abort":
@@ -153,10 +150,7 @@ def _add_move(app: FastAPI, auth: TokenAuth, move: str) -> None:
     )
 
 
-async def _object(request: Request) -> dict[str, Any]:
-    if not (await request.body()).strip():
-        return {}
-    body = await read_json_off_loop(request, 100_000)
-    if not isinstance(body, dict):
-        raise HTTPProblem("bad_request", "send a JSON object")
-    return body
+def _only(body: dict[str, Any], fields: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise InvalidInputError(f"unknown field(s): {', '.join(unknown)[:200]}")
