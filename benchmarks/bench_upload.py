@@ -106,6 +106,12 @@ def main() -> None:
         "this one, its sending and the kernel's loopback work (softirq, on the sender's core, "
         "whatever its priority) would delay the quote client's own sends",
     )
+    parser.add_argument(
+        "--request-process-with-server",
+        action="store_true",
+        help="with --pin: leave the promotion-request process on the server's cores (default: "
+        "on the uploader's, with --request-cpus, as on any free core of a larger machine)",
+    )
     args = parser.parse_args()
     cores = sorted(os.sched_getaffinity(0)) if args.pin else []
     if args.pin and len(cores) < 2:
@@ -129,7 +135,11 @@ def main() -> None:
         registry.close()
         if args.pin:  # the server's processes and the quote client; the uploader moves away
             os.sched_setaffinity(0, server_cores)
-        with rating_server(Path(folder), "--no-ledger", workers=args.workers) as port:
+        # With --pin, the promotion-request process (which reads the upload and runs the gates)
+        # runs beside the uploader, as it would on any free core of a larger machine.
+        request_cpus = ["--request-cpus", ",".join(map(str, sorted(uploader_cores)))]
+        extra = request_cpus if args.pin and not args.request_process_with_server else []
+        with rating_server(Path(folder), "--no-ledger", *extra, workers=args.workers) as port:
 
             def measure() -> list[float]:
                 if args.rate:

@@ -14,17 +14,34 @@ import uvicorn
 
 import ratekeeper as rk
 from ratekeeper.http.app import AppConfig, create_app
+from ratekeeper.http.transport import OneWriteProtocol
 from ratekeeper.registry.remote import RemoteRegistry
 
 
 @contextmanager
 def serving(registry: rk.Registry, config: AppConfig | None = None) -> Iterator[str]:
+    with serving_app(registry, config) as (url, _app):
+        yield url
+
+
+@contextmanager
+def serving_app(
+    registry: rk.Registry, config: AppConfig | None = None
+) -> Iterator[tuple[str, Any]]:
+    """``serving``, yielding the application too (its ``state``), with the server's protocol."""
     app = create_app(registry, config or AppConfig(poll_interval=0.05))
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = int(listener.getsockname()[1])
     server = uvicorn.Server(
-        uvicorn.Config(app, lifespan="on", log_level="warning", ws="none", access_log=False)
+        uvicorn.Config(
+            app,
+            lifespan="on",
+            log_level="warning",
+            ws="none",
+            access_log=False,
+            http=OneWriteProtocol,  # as ``ratekeeper serve`` (the body handoff lives there)
+        )
     )
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [listener]}, name="rating-server", daemon=True
@@ -36,7 +53,7 @@ def serving(registry: rk.Registry, config: AppConfig | None = None) -> Iterator[
             assert thread.is_alive(), "the rating server stopped while starting"
             assert time.monotonic() < deadline, "the rating server did not start"
             time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", app
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,16 @@ from ratekeeper.monitoring.drift import MIN_SAMPLE
     "a registry token is accepted too.",
 )
 @click.option(
+    "--request-cpus",
+    metavar="CPUS",
+    callback=lambda _ctx, _param, value: parse_cpus(value),
+    envvar="RATEKEEPER_REQUEST_CPUS",
+    show_envvar=True,
+    help="Cores for the promotion-request process, which reads holdout uploads and runs the "
+    "gates (Linux; e.g. 3 or 2-3 or 1,3). Default: the server's own. Use it where the quote "
+    "workers are pinned to cores of their own.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -159,6 +170,7 @@ def serve(
     certfile: str | None,
     keyfile: str | None,
     pricing_token_file: str | None,
+    request_cpus: frozenset[int] | None,
     log_level: str,
 ) -> None:
     """Start the rating engine: quotes over HTTP, following the registry's promotions."""
@@ -239,11 +251,33 @@ def serve(
                 poll_interval=poll_interval,
                 max_policies=max_policies,
                 max_invocation_rows=max_invocation_rows or obj.settings.max_invocation_rows,
+                request_cpus=request_cpus,
                 ledger=ledger,
                 drift=drift,
             ),
         )
     )
+
+
+def parse_cpus(value: str | None) -> frozenset[int] | None:
+    """``"1,3-4"`` as ``{1, 3, 4}``: cores of this machine."""
+    if not value:
+        return None
+    cpus: set[int] = set()
+    try:
+        for part in value.split(","):
+            first, _, last = part.strip().partition("-")
+            cpus.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a list of cores (e.g. 3 or 2-3 or 1,3)"
+        ) from None
+    if not hasattr(os, "sched_setaffinity"):
+        raise click.BadParameter("choosing cores needs Linux")
+    present = os.cpu_count() or 1  # not the server's own affinity: it may be pinned elsewhere
+    if not cpus or max(cpus) >= present:
+        raise click.BadParameter(f"{value!r}: this machine has cores 0-{present - 1}")
+    return frozenset(cpus)
 
 
 def nothing_to_serve(registry: Any, models: list[str]) -> str | None:

@@ -62,6 +62,8 @@ class AppConfig:
     max_invocation_rows: int = MAX_INVOCATION_ROWS
     """Most rows in one ``POST /invocations`` request (then 413)."""
     max_holdout_bytes: int = 50_000_000
+    request_cpus: frozenset[int] | None = None
+    """The cores the promotion-request process may run on (default: the server's own)."""
     pinned_cache: int = CACHE_SIZE
     """Scorers of pinned versions (``?version=N``) kept per worker, least recently used out."""
     pinned_loads_per_minute: int = COLD_LOADS_PER_MINUTE
@@ -226,7 +228,7 @@ def create_app(registry: Registry, config: AppConfig | None = None) -> RatingApp
         return answer_response(await pricing.score(name, request.scope, request.receive))
 
     add_invocations_routes(app, config)
-    add_governance_routes(app, registry, auth, config.max_holdout_bytes)
+    add_governance_routes(app, registry, auth, config.max_holdout_bytes, config.request_cpus)
     add_rollout_routes(app, auth, rollouts, config.ledger.root if config.ledger else None)
 
     # -- registry views ---------------------------------------------------------------------

@@ -34,6 +34,7 @@ STATUS = {
     "malformed_json": 400,
     "bad_request": 400,
     "payload_too_large": 413,
+    "request_timeout": 408,
     "method_not_allowed": 405,
     "rate_limited": 429,
     "internal_error": 500,

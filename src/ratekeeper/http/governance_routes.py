@@ -38,10 +38,14 @@ ENROLL_ATTEMPTS_PER_MINUTE = 10
 
 
 def add_governance_routes(
-    app: FastAPI, registry: Registry, auth: TokenAuth, max_holdout_bytes: int
+    app: FastAPI,
+    registry: Registry,
+    auth: TokenAuth,
+    max_holdout_bytes: int,
+    request_cpus: frozenset[int] | None = None,
 ) -> None:
     add_registry_routes(app, registry, auth)
-    _add_request_routes(app, registry, auth, max_holdout_bytes)
+    _add_request_routes(app, registry, auth, max_holdout_bytes, request_cpus)
     _add_identity_routes(app, auth)
     _add_audit_routes(app, auth)
 
@@ -51,9 +55,13 @@ def _request_id(request_id: int) -> int:
 
 
 def _add_request_routes(
-    app: FastAPI, registry: Registry, auth: TokenAuth, max_holdout_bytes: int
+    app: FastAPI,
+    registry: Registry,
+    auth: TokenAuth,
+    max_holdout_bytes: int,
+    request_cpus: frozenset[int] | None,
 ) -> None:
-    requests_process = RequestProcess(registry)
+    requests_process = RequestProcess(registry, request_cpus)
     app.state.requests_process = requests_process  # closed by the app's shutdown
 
     @app.post(
@@ -77,7 +85,7 @@ def _add_request_routes(
     async def create_request(request: Request) -> Response:
         user = await off_loop(lambda: auth.user(request))
         # Parsing the holdout and the gates hold the GIL for seconds: in another process, which
-        # reads the body from a private spool file (isolated.py says why).
+        # reads a large body from the connection itself (isolated.py and handoff.py say why).
         created = await requests_process.request_promotion(user, request, max_holdout_bytes)
         return json_response(created, 201)
 

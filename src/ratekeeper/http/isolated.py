@@ -8,9 +8,11 @@ request, then kept), which parses it, opens the registry once and runs ``request
 ``check_promotion``) as the user the worker authenticated; the worker's event loop only awaits
 the answer.
 
-The body never exists whole in the worker: it is spooled, chunk by chunk as it arrives, to a
-private file (0600, in a 0700 folder of the worker's own), and only the file's path crosses to
-the child. Measured with ``benchmarks/bench_upload.py``: joining a 40 MB body and pickling it
+The body never exists whole in the worker. A large one (a declared length of 256 KiB or more,
+over plain HTTP) is not even read by it: the child reads it from the connection itself
+(``http/handoff.py``). A small, chunked or TLS body is spooled, chunk by chunk as it arrives, to
+a private file (0600, in a 0700 folder of the worker's own), and only the file's path crosses
+to the child. Measured with ``benchmarks/bench_upload.py``: joining a 40 MB body and pickling it
 into the child's pipe held the worker's GIL for 56–105 ms per upload, and the quote p99 at
 1,000 quotes/s went from 5 ms to 60–96 ms.
 """
@@ -32,6 +34,7 @@ from starlette.requests import Request
 from ratekeeper.errors import RatekeeperError
 from ratekeeper.governance.identity import User
 from ratekeeper.http.errors import HTTPProblem
+from ratekeeper.http.handoff import HandedBody, offered, read_handed_body
 from ratekeeper.http.priority import background_priority
 from ratekeeper.registry.registry import Registry
 from ratekeeper.registry.transport import error_from_dict
@@ -40,14 +43,15 @@ from ratekeeper.validation.policy import GatePolicy
 
 _OPENED: dict[str, Registry] = {}  # in the child: the registry, opened on its first request
 
-_ChildWork = Callable[[str, Settings, str, GatePolicy, User, str], dict[str, Any]]
+_ChildWork = Callable[[str, Settings, str, GatePolicy, User, HandedBody | str], dict[str, Any]]
 
 
 class RequestProcess:
     """Runs promotion requests in one child process (spawned, so no thread crosses a fork)."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, cpus: frozenset[int] | None = None) -> None:
         self._where = (registry.url, registry.settings, registry.blobs.location)
+        self._cpus = cpus
         self._gate_policy = registry.gate_policy
         self._pool: ProcessPoolExecutor | None = None
         self._spool: Path | None = None
@@ -63,25 +67,43 @@ class RequestProcess:
     async def _run(
         self, work: _ChildWork, user: User, request: Request, limit: int
     ) -> dict[str, Any]:
-        if self._spool is None:
-            self._spool = Path(tempfile.mkdtemp(prefix="ratekeeper-requests-"))  # 0700
-        body = await spool_body(request, limit, self._spool)
+        refuse_oversized(request, limit)
+        offer = offered(request.scope)
+        handed = offer.take() if offer is not None else None
+        body: HandedBody | str
+        if handed is not None:  # read by the child, straight from the socket (handoff.py)
+            body = handed
+        else:
+            if self._spool is None:
+                self._spool = Path(tempfile.mkdtemp(prefix="ratekeeper-requests-"))  # 0700
+            body = str(await spool_body(request, limit, self._spool))
         try:
             if self._pool is None:
                 context = multiprocessing.get_context("spawn")
                 self._pool = ProcessPoolExecutor(
-                    max_workers=1, mp_context=context, initializer=background_priority
+                    max_workers=1,
+                    mp_context=context,
+                    initializer=background_priority,
+                    initargs=(self._cpus,),
                 )
-            future = self._pool.submit(work, *self._where, self._gate_policy, user, str(body))
+            future = self._pool.submit(work, *self._where, self._gate_policy, user, body)
             outcome: dict[str, Any] = await asyncio.wrap_future(future)
         finally:
-            body.unlink(missing_ok=True)
+            if isinstance(body, HandedBody):
+                body.connection.close()  # the worker's duplicate; the child had its own
+            else:
+                Path(body).unlink(missing_ok=True)
         if "http_problem" in outcome:  # malformed JSON: 400 here as on every route
             raise HTTPProblem(outcome["http_problem"]["code"], outcome["http_problem"]["message"])
         if "error" in outcome:
             raise error_from_dict(outcome["error"], HTTPProblem)  # HTTP-only codes stay
         result: dict[str, Any] = outcome["result"]
         return result
+
+    @property
+    def running(self) -> bool:
+        """Whether the child process was started (on the first request that got that far)."""
+        return self._pool is not None
 
     @property
     def spool(self) -> Path | None:
@@ -97,6 +119,13 @@ class RequestProcess:
             self._spool = None
 
 
+def refuse_oversized(request: Request, limit: int) -> None:
+    """413 before a byte of the body is read, when its declared length is beyond ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPProblem("payload_too_large", f"the request body exceeds {limit:,} bytes")
+
+
 async def spool_body(request: Request, limit: int, folder: Path) -> Path:
     """The request's body written to a new 0600 file in ``folder``, as it arrives.
 
@@ -104,9 +133,7 @@ async def spool_body(request: Request, limit: int, folder: Path) -> Path:
     A write of one received chunk (64 KB or so) to the page cache takes microseconds, so the
     writes stay on the event loop.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPProblem("payload_too_large", f"the request body exceeds {limit:,} bytes")
+    refuse_oversized(request, limit)
     descriptor, name = tempfile.mkstemp(dir=folder, suffix=".body")  # 0600, a new name
     path = Path(name)
     size = 0
@@ -145,15 +172,17 @@ def _in_child(
     artifacts: str,
     gates: GatePolicy,
     user: User,
-    body_path: str,
+    body: HandedBody | str,
     call: Callable[[Registry, Any], Any],
 ) -> dict[str, Any]:
-    """In the child: read and parse the spooled body, then ``call(actor, body)``, as ``user``."""
+    """In the child: read and parse the body (from the socket handed over, or the spooled
+    file's path), then ``call(actor, body)``, as ``user``."""
     from ratekeeper.http.protocol import parse_json
 
     try:
+        raw = read_handed_body(body) if isinstance(body, HandedBody) else Path(body).read_bytes()
         actor = _acting(url, settings, artifacts, gates, user)
-        return {"result": call(actor, parse_json(Path(body_path).read_bytes()))}
+        return {"result": call(actor, parse_json(raw))}
     except HTTPProblem as problem:
         return {"http_problem": problem.to_dict()}
     except RatekeeperError as refused:
@@ -161,7 +190,12 @@ def _in_child(
 
 
 def _request(
-    url: str, settings: Settings, artifacts: str, gates: GatePolicy, user: User, body_path: str
+    url: str,
+    settings: Settings,
+    artifacts: str,
+    gates: GatePolicy,
+    user: User,
+    body: HandedBody | str,
 ) -> dict[str, Any]:
     """In the child: ``request_promotion`` on behalf of ``user``."""
     from ratekeeper.governance import wire
@@ -170,11 +204,16 @@ def _request(
     def call(actor: Registry, body: Any) -> Any:
         return wire.request_to_dict(actor.request_promotion(**promotion_arguments(body)))
 
-    return _in_child(url, settings, artifacts, gates, user, body_path, call)
+    return _in_child(url, settings, artifacts, gates, user, body, call)
 
 
 def _check(
-    url: str, settings: Settings, artifacts: str, gates: GatePolicy, user: User, body_path: str
+    url: str,
+    settings: Settings,
+    artifacts: str,
+    gates: GatePolicy,
+    user: User,
+    body: HandedBody | str,
 ) -> dict[str, Any]:
     """In the child: ``check_promotion`` on behalf of ``user``."""
     from ratekeeper.http.governance_routes import check_arguments
@@ -182,4 +221,4 @@ def _check(
     def call(actor: Registry, body: Any) -> Any:
         return actor.check_promotion(**check_arguments(body)).to_dict()
 
-    return _in_child(url, settings, artifacts, gates, user, body_path, call)
+    return _in_child(url, settings, artifacts, gates, user, body, call)

@@ -10,15 +10,20 @@ import signal
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def background_priority() -> None:
+def background_priority(cpus: frozenset[int] | None = None) -> None:
     """Let this process run only when the workers answering quotes do not need the CPU, and
-    end it with the process that started it.
+    end it with the process that started it; on ``cpus`` only, when given (Linux).
 
     On Linux, ``SCHED_IDLE``: a worker woken by a quote preempts it at once, where a process
     merely niced (``nice 10``) may keep the core until the scheduler's next tick. Elsewhere,
     nice 10.
     """
     _die_with_parent()
+    if cpus and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError:  # outside the container's cpuset: the server's cores, as by default
+            pass
     if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

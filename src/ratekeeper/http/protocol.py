@@ -66,7 +66,7 @@ async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     return body
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes | bytearray) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

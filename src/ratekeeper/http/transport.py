@@ -17,6 +17,14 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ratekeeper.http.handoff import (
+    HANDED_OFF_PATHS,
+    HANDOFF_MIN_BYTES,
+    SCOPE_KEY,
+    BodyHandoff,
+    declared_length,
+)
+
 _STATUS_LINE = b"HTTP/1.1 "
 
 
@@ -56,10 +64,35 @@ class _HeldTransport:
 
 
 class OneWriteProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` writing each (small) response in one system call."""
+    """``HttpToolsProtocol`` writing each (small) response in one system call, and offering a
+    holdout upload's body to the promotion-request process (``http/handoff.py``)."""
+
+    _handoff: BodyHandoff | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_HeldTransport(transport))  # type: ignore[arg-type]
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._handoff = None
+        scope = self.scope
+        if (
+            scope.get("method") == "POST"
+            and scope.get("path", "")[len(self.root_path) :] in HANDED_OFF_PATHS
+            and self.scheme == "http"  # over TLS the socket carries ciphertext
+        ):
+            declared = declared_length(self.headers)
+            if declared is not None and declared >= HANDOFF_MIN_BYTES:
+                self._handoff = BodyHandoff(self, self.cycle, declared)
+                extensions: dict[str, Any] = dict(scope.get("extensions") or {})
+                extensions[SCOPE_KEY] = self._handoff
+                scope["extensions"] = extensions
+
+    def on_body(self, body: bytes) -> None:
+        handoff = self._handoff
+        if handoff is not None:
+            handoff.seen += len(body)
+        super().on_body(body)
 
     def on_response_complete(self) -> None:
         self.transport.flush()  # type: ignore[attr-defined]
