@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import socket
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,8 +138,9 @@ def test_an_upload_cut_short_is_a_400_and_the_next_one_is_served(server, check_b
         status, answer = raw_answer(sock)
     assert status == 400, answer
     assert answer["error"]["code"] == "bad_request"
-    assert f"ended after {len(check_body) // 2:,} of its {len(check_body):,}" in (
-        answer["error"]["message"]
+    assert (
+        f"ended after {len(check_body) // 2:,} of its {len(check_body):,}"
+        in (answer["error"]["message"])
     )
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     status, report, _ = post(conn, check_body, bearer)
@@ -166,3 +171,67 @@ def test_the_whole_body_is_returned_in_order() -> None:
     body = handoff.HandedBody(ours, received=b"start", remaining=11)
     assert bytes(handoff.read_handed_body(body)) == b"start-rest of it"
     theirs.close()
+
+
+def request_processes() -> list[int]:
+    """This test process's children that run a promotion-request process (spawned)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == os.getpid() and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def reading(pid: int, port: int, client_port: int) -> bool:
+    """Whether process ``pid`` holds the server's end of the connection from ``client_port``
+    and nothing waits unread in its receive queue (``/proc/net/tcp``)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1].split(":")[1], fields[2].split(":")[1]
+        if (int(local, 16), int(remote, 16)) == (port, client_port):
+            unread, inode = int(fields[4].split(":")[1], 16), fields[9]
+            held = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+            return f"socket:[{inode}]" in held and unread == 0
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_request_process_killed_mid_upload_is_a_503_and_the_next_gets_a_new_one(
+    server, check_body
+) -> None:
+    """Out of memory on a huge holdout, the kernel kills the request process: that request
+    gets a 503, and the next one is served by a new process (the pool is not left broken)."""
+    port, _app, bearer = server
+    before = set(request_processes())
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        head = (
+            f"POST /v1/checks HTTP/1.1\r\nhost: x\r\nauthorization: {bearer['authorization']}\r\n"
+            f"content-length: {len(check_body)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + check_body[: len(check_body) // 2])  # it waits for more
+        deadline = time.monotonic() + 30
+        while not (started := set(request_processes()) - before):
+            assert time.monotonic() < deadline, "no request process started"
+            time.sleep(0.05)
+        (child,) = started
+        # Kill it once it holds the connection and has read all that was sent (else the
+        # server's close with unread bytes resets the connection before the answer is read).
+        while not reading(child, port, sock.getsockname()[1]):
+            assert time.monotonic() < deadline, "the request process never read the body"
+            time.sleep(0.05)
+        os.kill(child, signal.SIGKILL)
+        status, answer = raw_answer(sock)
+    assert status == 503, answer
+    assert answer["error"]["code"] == "unavailable"
+    assert "stopped while working on this request" in answer["error"]["message"]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    status, report, _ = post(conn, check_body, bearer)
+    assert status == 200 and report["results"], report
+    conn.close()

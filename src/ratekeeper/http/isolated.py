@@ -26,6 +26,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,18 @@ class RequestProcess:
                     initializer=background_priority,
                     initargs=(self._cpus,),
                 )
-            future = self._pool.submit(work, *self._where, self._gate_policy, user, body)
+            pool = self._pool
+            future = pool.submit(work, *self._where, self._gate_policy, user, body)
             outcome: dict[str, Any] = await asyncio.wrap_future(future)
+        except BrokenProcessPool:  # the child was killed (out of memory, a signal)
+            pool.shutdown(wait=False, cancel_futures=True)
+            if self._pool is pool:
+                self._pool = None  # the next request starts a new one
+            raise HTTPProblem(
+                "unavailable",
+                "the promotion-request process stopped while working on this request: "
+                "send it again",
+            ) from None
         finally:
             if isinstance(body, HandedBody):
                 body.connection.close()  # the worker's duplicate; the child had its own

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -20,10 +21,9 @@ def background_priority(cpus: frozenset[int] | None = None) -> None:
     """
     _die_with_parent()
     if cpus and hasattr(os, "sched_setaffinity"):
-        try:
+        # Outside the container's cpuset: the server's cores, as by default.
+        with contextlib.suppress(OSError):
             os.sched_setaffinity(0, cpus)
-        except OSError:  # outside the container's cpuset: the server's cores, as by default
-            pass
     if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
