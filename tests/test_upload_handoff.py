@@ -235,3 +235,41 @@ def test_a_request_process_killed_mid_upload_is_a_503_and_the_next_gets_a_new_on
     status, report, _ = post(conn, check_body, bearer)
     assert status == 200 and report["results"], report
     conn.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="core affinity is Linux's")
+def test_the_request_process_runs_idle_on_the_cores_given(tmp_path, check_body) -> None:
+    """``serve --request-cpus``: the request process on those cores, at idle priority."""
+    from ratekeeper.http.app import AppConfig
+
+    team = governed_team(tmp_path / "registry", {"vic": ["viewer"]}, artifacts=tmp_path / "a")
+    last = max(os.sched_getaffinity(0))
+    config = AppConfig(poll_interval=0.05, request_cpus=frozenset({last}))
+    before = set(request_processes())
+    try:
+        with serving_app(team["root"], config) as (url, _app):
+            conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
+            bearer = {"authorization": f"Bearer {token_of(team['vic'])}"}
+            status, answer, _ = post(conn, check_body, bearer)
+            assert status == 404 and "motor_frequency" in answer["error"]["message"], answer
+            conn.close()
+            (child,) = set(request_processes()) - before
+            assert os.sched_getaffinity(child) == {last}
+            assert os.sched_getscheduler(child) == os.SCHED_IDLE
+    finally:
+        for member in team.values():
+            member.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("one", "is not a list of cores"), ("0,99999", "this machine has cores 0-"), ("3-1", "")],
+)
+def test_a_bad_core_list_is_refused_in_one_line(capsys, tmp_path, value, message) -> None:
+    from ratekeeper.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--registry", str(tmp_path), "serve", "--request-cpus", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--request-cpus" in err and message in err and "Traceback" not in err
