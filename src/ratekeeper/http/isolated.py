@@ -123,7 +123,9 @@ class RequestProcess:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # Waiting (the requests have ended by now) lets the pool release its queues; without
+            # it, every stopped worker logged "leaked semaphore objects".
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._spool is not None:
             shutil.rmtree(self._spool, ignore_errors=True)
