@@ -273,3 +273,19 @@ def test_a_bad_core_list_is_refused_in_one_line(capsys, tmp_path, value, message
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--request-cpus" in err and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("headers", "declared"),
+    [
+        ([(b"content-length", b"300000")], 300000),
+        ([(b"content-length", b"300000"), (b"content-length", b"300000")], None),
+        ([(b"content-length", b"300000"), (b"transfer-encoding", b"chunked")], None),
+        ([(b"content-length", b"-1")], None),
+        ([(b"content-length", b"3e5")], None),
+        ([], None),
+    ],
+)
+def test_only_one_plain_content_length_is_handed_off(headers, declared) -> None:
+    """A body framed any other way is read by the worker's parser, which knows its framing."""
+    assert handoff.declared_length(headers) == declared

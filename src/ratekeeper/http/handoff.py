@@ -115,8 +115,11 @@ def offered(scope: Mapping[str, Any]) -> BodyHandoff | None:
 
 
 def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    """The request's ``Content-Length`` (``None`` when absent or not one plain number)."""
+    """The request's ``Content-Length`` (``None`` when absent, not one plain number, or beside
+    a ``Transfer-Encoding``, which would frame the body otherwise)."""
     found = [value for name, value in headers if name == b"content-length"]
+    if any(name == b"transfer-encoding" for name, _ in headers):
+        return None
     if len(found) != 1 or not found[0].isdigit():
         return None
     return int(found[0])
