@@ -73,6 +73,14 @@ def post(
     return answer.status, json.loads(answer.read()), answer.getheader("connection")
 
 
+def raw_head(bearer: dict[str, str], length: int, extra: str = "") -> bytes:
+    """The request line and headers of a check declaring ``length`` bytes of body."""
+    return (
+        f"POST /v1/checks HTTP/1.1\r\nhost: x\r\nauthorization: {bearer['authorization']}\r\n"
+        f"content-type: application/json\r\ncontent-length: {length}\r\n{extra}\r\n"
+    ).encode()
+
+
 def raw_answer(sock: socket.socket) -> tuple[int, dict[str, Any]]:
     """Read one whole HTTP answer (the server closes the connection after it)."""
     data = b""
@@ -113,12 +121,7 @@ def test_an_upload_waiting_for_100_continue_is_told_to_send_then_handed_off(
     """curl sends ``Expect: 100-continue`` with large bodies and waits for the go-ahead."""
     port, _app, bearer = server
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-        head = (
-            f"POST /v1/checks HTTP/1.1\r\nhost: x\r\nauthorization: {bearer['authorization']}\r\n"
-            f"content-type: application/json\r\ncontent-length: {len(check_body)}\r\n"
-            "expect: 100-continue\r\n\r\n"
-        )
-        sock.sendall(head.encode())
+        sock.sendall(raw_head(bearer, len(check_body), "expect: 100-continue\r\n"))
         assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(check_body)
         status, answer = raw_answer(sock)
@@ -129,11 +132,7 @@ def test_an_upload_waiting_for_100_continue_is_told_to_send_then_handed_off(
 def test_an_upload_cut_short_is_a_400_and_the_next_one_is_served(server, check_body) -> None:
     port, _app, bearer = server
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-        head = (
-            f"POST /v1/checks HTTP/1.1\r\nhost: x\r\nauthorization: {bearer['authorization']}\r\n"
-            f"content-length: {len(check_body)}\r\n\r\n"
-        )
-        sock.sendall(head.encode() + check_body[: len(check_body) // 2])
+        sock.sendall(raw_head(bearer, len(check_body)) + check_body[: len(check_body) // 2])
         sock.shutdown(socket.SHUT_WR)  # the client gives up half-way
         status, answer = raw_answer(sock)
     assert status == 400, answer
@@ -211,11 +210,8 @@ def test_a_request_process_killed_mid_upload_is_a_503_and_the_next_gets_a_new_on
     port, _app, bearer = server
     before = set(request_processes())
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-        head = (
-            f"POST /v1/checks HTTP/1.1\r\nhost: x\r\nauthorization: {bearer['authorization']}\r\n"
-            f"content-length: {len(check_body)}\r\n\r\n"
-        )
-        sock.sendall(head.encode() + check_body[: len(check_body) // 2])  # it waits for more
+        half = check_body[: len(check_body) // 2]
+        sock.sendall(raw_head(bearer, len(check_body)) + half)  # it waits for more
         deadline = time.monotonic() + 30
         while not (started := set(request_processes()) - before):
             assert time.monotonic() < deadline, "no request process started"

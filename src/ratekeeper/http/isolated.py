@@ -44,7 +44,9 @@ from ratekeeper.validation.policy import GatePolicy
 
 _OPENED: dict[str, Registry] = {}  # in the child: the registry, opened on its first request
 
-_ChildWork = Callable[[str, Settings, str, GatePolicy, User, HandedBody | str], dict[str, Any]]
+_ChildWork = Callable[[Registry, Any], dict[str, Any]]
+"""What the child does with the parsed body, as the acting user (a top-level function: it is
+pickled into the child by name)."""
 
 
 class RequestProcess:
@@ -88,7 +90,7 @@ class RequestProcess:
                     initargs=(self._cpus,),
                 )
             pool = self._pool
-            future = pool.submit(work, *self._where, self._gate_policy, user, body)
+            future = pool.submit(_in_child, *self._where, self._gate_policy, user, body, work)
             outcome: dict[str, Any] = await asyncio.wrap_future(future)
         except BrokenProcessPool:  # the child was killed (out of memory, a signal)
             pool.shutdown(wait=False, cancel_futures=True)
@@ -186,7 +188,7 @@ def _in_child(
     gates: GatePolicy,
     user: User,
     body: HandedBody | str,
-    call: Callable[[Registry, Any], Any],
+    call: _ChildWork,
 ) -> dict[str, Any]:
     """In the child: read and parse the body (from the socket handed over, or the spooled
     file's path), then ``call(actor, body)``, as ``user``."""
@@ -202,36 +204,16 @@ def _in_child(
         return {"error": refused.to_dict()}
 
 
-def _request(
-    url: str,
-    settings: Settings,
-    artifacts: str,
-    gates: GatePolicy,
-    user: User,
-    body: HandedBody | str,
-) -> dict[str, Any]:
-    """In the child: ``request_promotion`` on behalf of ``user``."""
+def _request(actor: Registry, body: Any) -> dict[str, Any]:
+    """In the child: ``request_promotion`` on behalf of the actor."""
     from ratekeeper.governance import wire
     from ratekeeper.http.governance_routes import promotion_arguments
 
-    def call(actor: Registry, body: Any) -> Any:
-        return wire.request_to_dict(actor.request_promotion(**promotion_arguments(body)))
-
-    return _in_child(url, settings, artifacts, gates, user, body, call)
+    return wire.request_to_dict(actor.request_promotion(**promotion_arguments(body)))
 
 
-def _check(
-    url: str,
-    settings: Settings,
-    artifacts: str,
-    gates: GatePolicy,
-    user: User,
-    body: HandedBody | str,
-) -> dict[str, Any]:
-    """In the child: ``check_promotion`` on behalf of ``user``."""
+def _check(actor: Registry, body: Any) -> dict[str, Any]:
+    """In the child: ``check_promotion`` on behalf of the actor (nothing is filed)."""
     from ratekeeper.http.governance_routes import check_arguments
 
-    def call(actor: Registry, body: Any) -> Any:
-        return actor.check_promotion(**check_arguments(body)).to_dict()
-
-    return _in_child(url, settings, artifacts, gates, user, body, call)
+    return actor.check_promotion(**check_arguments(body)).to_dict()
